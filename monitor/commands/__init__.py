@@ -1,0 +1,1 @@
+"""Sub-commands of `slat-monitor` (see monitor/cli.py)."""

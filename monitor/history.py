@@ -1,0 +1,147 @@
+"""Observations the diagnosis rules read: one shape whatever the source (live watcher, run record, Prometheus).
+
+Rules are pure functions `History -> list[Finding]`; they never touch torch, SQLite or HTTP.
+
+Conventions:
+- `step` counts optimizer iterations as the watcher saw them, skipped ones included (1 = the first).
+- Gradient numbers are *unscaled* (divided by the loss scale) unless noted.
+- `None` means "not measured" (not sampled, not applicable), never zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .findings import Finding
+
+__all__ = ["Event", "GroupInfo", "History", "LayerInfo", "LayerObs", "RunInfo", "StepObs"]
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """Hyper-parameters of one optimizer param group (as found at attach time or the last sample)."""
+
+    lr: float
+    eps: float | None = None
+    betas: tuple[float, float] | None = None
+    weight_decay: float = 0.0
+    amsgrad: bool = False
+    fused: bool = False
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """A module that owns parameters. `dtype` of its parameters; `state_dtype` of its Adam state
+    (None: no state yet or not an Adam-family optimizer); `in_optimizer`: the optimizer updates these
+    very tensors (False under an fp32 master copy)."""
+
+    dtype: str
+    state_dtype: str | None = None
+    numel: int = 0
+    trainable: bool = True
+    in_optimizer: bool = True
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run: str = "default"
+    rank: int = 0
+    torch_version: str = ""
+    device: str = "cpu"
+    optimizer: str = ""  # class name, e.g. "AdamW"
+    groups: tuple[GroupInfo, ...] = ()
+    scaler: str = "none"  # "grad_scaler" | "custom" | "none" | "disabled"
+    master_weights: bool = False  # the optimizer's params are not the model's (fp32 master copy)
+    layers: dict[str, LayerInfo] = field(default_factory=dict)
+    every: int = 1
+    started: float = 0.0
+
+
+@dataclass(frozen=True)
+class StepObs:
+    step: int
+    time: float = 0.0
+    sampled: bool = True  # per-layer statistics were computed for this step
+    skipped: bool = False  # the optimizer step did not run (loss scaler found inf/NaN)
+    skipped_total: int = 0
+    loss: float | None = None
+    loss_scale: float | None = None
+    grad_norm_total: float | None = None
+    grad_nonfinite: int | None = None  # elements, all layers
+    param_nonfinite: int | None = None  # elements after the update, all layers
+    lr: tuple[float, ...] = ()
+    eps: tuple[float | None, ...] = ()
+
+
+@dataclass(frozen=True)
+class LayerObs:
+    step: int
+    layer: str
+    grad_norm: float | None = None
+    param_norm: float | None = None
+    update_ratio: float | None = None  # norm(update) / norm(param before)
+    grad_nonfinite: int | None = None
+    param_nonfinite: int | None = None  # after the update
+    param_nonfinite_before: int | None = None
+    zero_grad_ratio: float | None = None
+    state_zero_ratio: float | None = None  # share of exp_avg_sq elements == 0 after the update
+    activation_nonfinite: int | None = None  # only while localisation is armed
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened once: `kind` is "nonfinite" (first non-finite value of a `tensor`:
+    grad | param | loss | activation), "localized" (first module whose forward output or backward
+    gradient was non-finite; `detail` has direction, dtype, in_absmax, out_absmax), or "error"."""
+
+    step: int
+    kind: str
+    layer: str | None = None
+    tensor: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class History:
+    run: RunInfo = field(default_factory=RunInfo)
+    steps: list[StepObs] = field(default_factory=list)
+    layers: list[LayerObs] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    preflight: list[Finding] = field(default_factory=list)
+
+    @property
+    def last_step(self) -> int:
+        return self.steps[-1].step if self.steps else 0
+
+    def layer_rows(self, step: int) -> list[LayerObs]:
+        return [r for r in self.layers if r.step == step]
+
+    def sampled_steps(self) -> list[StepObs]:
+        return [s for s in self.steps if s.sampled]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run": asdict(self.run),
+            "steps": [asdict(s) for s in self.steps],
+            "layers": [asdict(r) for r in self.layers],
+            "events": [asdict(e) for e in self.events],
+            "preflight": [f.to_dict() for f in self.preflight],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> History:
+        run = dict(d.get("run", {}))
+        run["groups"] = tuple(
+            GroupInfo(**{**g, "betas": tuple(g["betas"]) if g.get("betas") else None})
+            for g in run.get("groups", ())
+        )
+        run["layers"] = {k: LayerInfo(**v) for k, v in run.get("layers", {}).items()}
+        return cls(
+            run=RunInfo(**run),
+            steps=[StepObs(**{**s, "lr": tuple(s.get("lr", ())), "eps": tuple(s.get("eps", ()))})
+                   for s in d.get("steps", ())],
+            layers=[LayerObs(**r) for r in d.get("layers", ())],
+            events=[Event(**e) for e in d.get("events", ())],
+            preflight=[Finding.from_dict(f) for f in d.get("preflight", ())],
+        )
