@@ -1,0 +1,1 @@
+"""One module per dashboard row; each exposes `TITLE` and `panels(ctx) -> list of panel builders`."""

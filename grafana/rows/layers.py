@@ -1,0 +1,33 @@
+"""Row "Layers": per-layer gradient norms, non-finite counts, update ratios and zero shares (top 10)."""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.cog.builder import Builder
+
+from ..common import SEL, Ctx, query, timeseries_panel
+
+TITLE = "Layers"
+LEGEND = "{{layer}} (rank {{rank}})"
+
+
+def panels(ctx: Ctx) -> list[Builder]:
+    return [
+        timeseries_panel(ctx, "Gradient norm per layer (top 10)", "Unscaled per-layer gradient L2 norm of "
+                         "the 10 largest layers at each point in time.",
+                         [query(ctx, f"topk(10, slatmon_grad_norm{{{SEL}}})", LEGEND)], log=True),
+        timeseries_panel(ctx, "Non-finite elements by layer", "NaN+Inf elements per layer and tensor kind; "
+                         "empty while everything is finite.",
+                         [query(ctx, f"sum by (run, rank, layer, tensor) (slatmon_nonfinite_elements{{{SEL}}}) > 0",
+                                "{{layer}} {{tensor}} (rank {{rank}})")]),
+        timeseries_panel(ctx, "Update ratio per layer (top 10)", "norm(update) / norm(param); around 1e-3 "
+                         "is usual, far above means the learning rate is too high for that layer.",
+                         [query(ctx, f"topk(10, slatmon_update_ratio{{{SEL}}})", LEGEND)], log=True),
+        timeseries_panel(ctx, "Zero-gradient share per layer (top 10)", "Share of exactly-zero gradient "
+                         "elements: fp16 underflow when high without a loss scaler.",
+                         [query(ctx, f"topk(10, slatmon_zero_grad_ratio{{{SEL}}})", LEGEND)],
+                         unit="percentunit", width=12),
+        timeseries_panel(ctx, "Adam exp_avg_sq == 0 share (top 10)", "Share of second-moment elements "
+                         "equal to 0: with an eps below what the state dtype holds, the update divides by 0.",
+                         [query(ctx, f"topk(10, slatmon_adam_state_zero_ratio{{{SEL}}})", LEGEND)],
+                         unit="percentunit", width=12),
+    ]

@@ -1,0 +1,162 @@
+"""The alert and recording rules of slat-monitor: ONE definition, rendered for Prometheus and for Grafana.
+
+Each alert expression returns one series per offending (run, rank[, layer]) and nothing when all is well,
+so Prometheus fires per returned series and Grafana's condition is "the query returned a value".
+Templates use Go-template syntax both systems understand (`{{ $labels.run }}`); two placeholders differ
+per target and are filled by the renderers:
+- `{value}`, `{percent}`, `{duration}`: the expression's value, humanized as a number, a percentage or a
+  duration (`$value` in Prometheus, `$values.A.Value` in Grafana);
+- `{triage}`: the triage page's base URL (the `triage_url` external label in Prometheus, a fixed URL
+  chosen at render/push time in Grafana).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "ALERTS",
+    "DEFAULT_TRIAGE_URL",
+    "GROUP",
+    "RECORDING",
+    "STALE_AFTER_SECONDS",
+    "TRIAGE_LINK",
+    "VALUE_FORMATS",
+    "AlertRule",
+    "RecordingRule",
+]
+
+GROUP = "slatmon"
+DEFAULT_TRIAGE_URL = "http://127.0.0.1:8501"
+# A run whose last optimizer step is older than this is "stale" (raise it for very slow steps).
+STALE_AFTER_SECONDS = 300
+TRIAGE_LINK = "{triage}/?run={{ $labels.run | urlquery }}&rank={{ $labels.rank | urlquery }}"
+# Placeholder -> the template function that humanizes the value (the same name in Prometheus and Grafana).
+VALUE_FORMATS = {"value": "humanize", "percent": "humanizePercentage", "duration": "humanizeDuration"}
+WHO = "run {{ $labels.run }} rank {{ $labels.rank }}"
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    """One alert. `name` is the Prometheus alert name and the Grafana rule title; `uid` the fixed Grafana
+    rule UID; `for_` a Prometheus duration; `summary`/`description` templates (see module docstring)."""
+
+    name: str
+    uid: str
+    expr: str
+    for_: str
+    severity: str
+    summary: str
+    description: str
+
+
+@dataclass(frozen=True)
+class RecordingRule:
+    """A Prometheus recording rule `record: expr` (name per the `level:metric:operations` convention)."""
+
+    record: str
+    expr: str
+
+
+SKIPPED_RATIO = "increase(slatmon_skipped_steps_total[5m]) / clamp_min(delta(slatmon_step[5m]), 1)"
+GRAD_NORM_MEDIAN = "quantile_over_time(0.5, slatmon_grad_norm_total[10m])"
+
+RECORDING: tuple[RecordingRule, ...] = (
+    RecordingRule("slatmon:grad_norm:worst_layer", "topk by (run, rank) (1, slatmon_grad_norm)"),
+    RecordingRule(
+        "slatmon:nonfinite_elements:worst_layer",
+        "topk by (run, rank) (1,\n"
+        '  sum by (run, rank, layer) (slatmon_nonfinite_elements{tensor=~"grad|param"}) > 0)',
+    ),
+    RecordingRule("slatmon:update_ratio:max", "max by (run, rank) (slatmon_update_ratio)"),
+    RecordingRule("slatmon:skipped_step_ratio:5m", SKIPPED_RATIO),
+    RecordingRule("slatmon:grad_norm_total:median_10m", GRAD_NORM_MEDIAN),
+    RecordingRule("slatmon:monitor_overhead:ratio_rate1m", "rate(slatmon_monitor_seconds_total[1m])"),
+)
+
+ALERTS: tuple[AlertRule, ...] = (
+    AlertRule(
+        name="SlatmonNonFiniteValues",
+        uid="slatmon-nonfinite-values",
+        # Params: always fatal. Grads: only without loss scaling - a scaler skips such steps by design,
+        # and too many skips are SlatmonSkippedStepsHigh / SlatmonLossScaleCollapse.
+        expr='slatmon_nonfinite_elements{tensor="param"} > 0\nor\n'
+        '(slatmon_nonfinite_elements{tensor="grad"} > 0 unless on (run, rank) slatmon_loss_scale)',
+        for_="0s",
+        severity="critical",
+        summary="Non-finite {{ $labels.tensor }} values in layer {{ $labels.layer }} (" + WHO + ")",
+        description="{value} NaN/Inf {{ $labels.tensor }} elements in {{ $labels.layer }} of " + WHO
+        + ". Training is corrupt from this step on; see the triage page for the cause and fixes.",
+    ),
+    AlertRule(
+        name="SlatmonCriticalFinding",
+        uid="slatmon-critical-finding",
+        expr='slatmon_finding{severity="critical"} > 0',
+        for_="0s",
+        severity="critical",
+        summary="Critical finding {{ $labels.code }} (" + WHO + ")",
+        description="slat-monitor diagnosed {{ $labels.code }} in " + WHO
+        + "; the triage page has the evidence and the ranked fixes.",
+    ),
+    AlertRule(
+        name="SlatmonLossScaleCollapse",
+        uid="slatmon-loss-scale-collapse",
+        expr="slatmon_loss_scale < 1\nor\nslatmon_loss_scale < max_over_time(slatmon_loss_scale[15m]) / 1024",
+        for_="1m",
+        severity="warning",
+        summary="Loss scale collapsed to {value} (" + WHO + ")",
+        description="The loss scale of " + WHO + " is below 1 or fell more than 1024x below its 15-minute "
+        "maximum: most steps overflow and are skipped.",
+    ),
+    AlertRule(
+        name="SlatmonSkippedStepsHigh",
+        uid="slatmon-skipped-steps-high",
+        expr=f"{SKIPPED_RATIO} > 0.5",
+        for_="2m",
+        severity="warning",
+        summary="{percent} of the optimizer steps skipped (" + WHO + ")",
+        description="More than half of the optimizer steps of " + WHO + " in the last 5 minutes were "
+        "skipped by the loss scaler (non-finite gradients).",
+    ),
+    AlertRule(
+        name="SlatmonGradNormSpike",
+        uid="slatmon-grad-norm-spike",
+        expr=f"slatmon_grad_norm_total > 10 * {GRAD_NORM_MEDIAN}\n"
+        "and count_over_time(slatmon_grad_norm_total[10m]) >= 10",
+        for_="0s",
+        severity="warning",
+        summary="Gradient norm spike to {value} (" + WHO + ")",
+        description="The global gradient norm of " + WHO + " is more than 10x its 10-minute median.",
+    ),
+    AlertRule(
+        name="SlatmonRunStale",
+        uid="slatmon-run-stale",
+        expr=f"time() - slatmon_last_step_timestamp_seconds > {STALE_AFTER_SECONDS}\n"
+        "and slatmon_last_step_timestamp_seconds > 0",
+        for_="0s",
+        severity="warning",
+        summary="No optimizer step for {duration} (" + WHO + ")",
+        description="The process of " + WHO + " still serves metrics but has not completed an optimizer "
+        f"step for more than {STALE_AFTER_SECONDS} s (hung data loader, collective or deadlock?).",
+    ),
+    AlertRule(
+        name="SlatmonTargetDown",
+        uid="slatmon-target-down",
+        expr='up{job="slatmon"} == 0',
+        for_="1m",
+        severity="warning",
+        summary="Watched process unreachable (" + WHO + ")",
+        description="Prometheus cannot scrape {{ $labels.instance }} (" + WHO + "). A run that exits "
+        "cleanly removes its target file; a left-over file means the process died or hangs.",
+    ),
+    AlertRule(
+        name="SlatmonMonitorErrors",
+        uid="slatmon-monitor-errors",
+        expr="increase(slatmon_monitor_errors_total[5m]) > 0",
+        for_="0s",
+        severity="warning",
+        summary="slat-monitor caught {value} errors in 5 minutes (" + WHO + ")",
+        description="The monitor of " + WHO + " is erroring (training continues unaffected); its "
+        "statistics may be incomplete. See the process log.",
+    ),
+)
