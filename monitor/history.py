@@ -41,6 +41,7 @@ class LayerInfo:
     numel: int = 0
     trainable: bool = True
     in_optimizer: bool = True
+    group: int | None = None  # index of the optimizer param group holding these params
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class RunInfo:
     groups: tuple[GroupInfo, ...] = ()
     scaler: str = "none"  # "grad_scaler" | "custom" | "none" | "disabled"
     master_weights: bool = False  # the optimizer's params are not the model's (fp32 master copy)
+    autocast: str | None = None  # dtype of torch.autocast seen active in the model's forward
     layers: dict[str, LayerInfo] = field(default_factory=dict)
     every: int = 1
     started: float = 0.0

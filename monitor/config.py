@@ -1,0 +1,77 @@
+"""Validation of `watch()` arguments: each error names the argument and what was expected."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+__all__ = ["check_args", "default_rank", "default_run"]
+
+
+def _fail(arg: str, expected: str, got: Any) -> ConfigError:
+    return ConfigError(f"watch(): {arg} must be {expected}, got {got!r}")
+
+
+def check_args(model: Any, optimizer: Any, scaler: Any, loss_scale: Any, every: Any, port: Any,
+               host: Any, max_layers: Any) -> None:
+    if not isinstance(model, nn.Module):
+        raise _fail("model", "a torch.nn.Module", type(model).__name__)
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise _fail("optimizer", "a torch.optim.Optimizer", type(optimizer).__name__)
+    if scaler is not None and not all(callable(getattr(scaler, a, None)) for a in ("update", "get_scale",
+                                                                                    "is_enabled")):
+        raise _fail("scaler", "a torch.amp.GradScaler or None (for a hand-made scale use loss_scale=)",
+                    type(scaler).__name__)
+    if scaler is not None and loss_scale is not None:
+        raise ConfigError("watch(): pass scaler= (a GradScaler) or loss_scale= (a callable), not both")
+    if loss_scale is not None and not callable(loss_scale):
+        raise _fail("loss_scale", "a callable returning the current loss scale, e.g. "
+                    "lambda: 2 ** trainer.log_scale", type(loss_scale).__name__)
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise _fail("every", "an integer >= 1 (sample every N optimizer steps)", every)
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535):
+        raise _fail("port", "an integer 0-65535 (0: any free port) or None (no HTTP endpoint)", port)
+    if not isinstance(host, str) or not host:
+        raise _fail("host", "an address to bind, e.g. '127.0.0.1'", host)
+    if isinstance(max_layers, bool) or not isinstance(max_layers, int) or max_layers < 1:
+        raise _fail("max_layers", "an integer >= 1", max_layers)
+    _check_params(model, optimizer)
+
+
+def _check_params(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """The optimizer must update the model's parameters, or an fp32 master copy of them (same
+    element count, as TRELLIS's flattened `inflat_all` master)."""
+    model_ids = {id(p) for p in model.parameters()}
+    opt_params = [p for g in optimizer.param_groups for p in g["params"]]
+    if not opt_params:
+        raise ConfigError("watch(): optimizer has no parameters")
+    if any(id(p) in model_ids for p in opt_params):
+        return
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    held = sum(p.numel() for p in opt_params)
+    if held != trainable:
+        raise ConfigError(
+            f"watch(): optimizer's parameters are not model's ({held} elements vs {trainable} trainable in "
+            "the model). Pass the optimizer that trains this model; an fp32 master copy is accepted when "
+            "it holds exactly the model's trainable elements.")
+
+
+def default_rank(rank: int | None) -> int:
+    if rank is not None:
+        return int(rank)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def default_run(run: str | None, now: Callable[[], float] = time.time) -> str:
+    if run:
+        return str(run)
+    return os.environ.get("SLATMON_RUN") or time.strftime("run-%Y%m%d-%H%M%S", time.localtime(now()))

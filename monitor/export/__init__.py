@@ -1,0 +1,1 @@
+"""Exporters of the watcher's observations: Prometheus collector and HTTP endpoint."""

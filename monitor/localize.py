@@ -1,0 +1,126 @@
+"""Localisation: which module first produced a non-finite activation (forward) or gradient (backward).
+
+Armed by the watcher for one iteration after a non-finite event, then removed (fairseq's
+NanDetector idea, without writing attributes onto user modules and without a sync per module):
+forward hooks keep per-module counts on the device, in call order; gradients of module outputs are
+checked by tensor hooks that return None (they never change a gradient). `resolve()` brings all
+counts to the host in one transfer and reports the first hit of each direction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from .history import Event
+
+__all__ = ["Localizer", "output_tensors"]
+
+
+def output_tensors(value: Any, depth: int = 0) -> Iterator[torch.Tensor]:
+    """Floating-point tensors in a module's output: tensors, sparse tensors (`.features` / `.feats`),
+    and one level of tuples, lists and dicts."""
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point():
+            yield value
+        return
+    for attr in ("features", "feats"):
+        inner = getattr(value, attr, None)
+        if isinstance(inner, torch.Tensor):
+            yield from output_tensors(inner, depth)
+            return
+    if depth < 2 and isinstance(value, (tuple, list)):
+        for v in value:
+            yield from output_tensors(v, depth + 1)
+    elif depth < 2 and isinstance(value, dict):
+        for v in value.values():
+            yield from output_tensors(v, depth + 1)
+
+
+def _absmax(ts: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    vals = [t.detach().abs().amax().float().to(device) for t in ts if t.numel()]
+    return torch.stack(vals).amax() if vals else torch.zeros((), device=device)
+
+
+class Localizer:
+    """Forward/backward hooks on every named module of `model` until `remove()`."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self._forward: list[tuple[str, str, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._backward: list[tuple[str, str, torch.Tensor]] = []
+        self._active = True
+        self._handles = [m.register_forward_hook(self._make_hook(name or "<root>"))
+                         for name, m in model.named_modules()]
+
+    def _make_hook(self, name: str):  # noqa: ANN202 - a closure per module, created once
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            if not self._active:
+                return
+            outs = list(output_tensors(output))
+            if not outs:
+                return
+            dev = outs[0].device
+            count = sum((~torch.isfinite(t.detach())).sum().to(dev) for t in outs)
+            ins = list(output_tensors(inputs))
+            self._forward.append((name, str(outs[0].dtype).removeprefix("torch."), count,
+                                  _absmax(ins, dev), _absmax(outs, dev)))
+            for t in outs:
+                if t.requires_grad:
+                    t.register_hook(self._grad_hook(name, str(t.dtype).removeprefix("torch.")))
+
+        return hook
+
+    def _grad_hook(self, name: str, dtype: str):  # noqa: ANN202
+        def hook(grad: torch.Tensor) -> None:
+            if self._active:
+                self._backward.append((name, dtype, (~torch.isfinite(grad.detach())).sum()))
+
+        return hook
+
+    def remove(self) -> None:
+        """Remove every hook. Idempotent; tensor hooks still in a live graph become no-ops."""
+        self._active = False
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def resolve(self, step: int) -> tuple[list[Event], dict[str, int]]:
+        """(events for the first non-finite forward output and backward gradient,
+        non-finite activation element count per module). One host transfer per device."""
+        fwd, bwd = self._forward, self._backward
+        self._forward, self._backward = [], []
+        counts = [c for _, _, c, _, _ in fwd] + [c for _, _, c in bwd]
+        maxes = [x for _, _, _, i, o in fwd for x in (i, o)]
+        if not counts:
+            return [], {}
+        host = _to_host(counts + maxes)
+        fcounts, bcounts, host_max = host[:len(fwd)], host[len(fwd):len(counts)], host[len(counts):]
+        events: list[Event] = []
+        acts: dict[str, int] = {}
+        for k, (name, dtype, _, _, _) in enumerate(fwd):
+            acts[name] = acts.get(name, 0) + int(fcounts[k])
+            if fcounts[k] and not any(e.detail["direction"] == "forward" for e in events):
+                events.append(Event(step, "localized", name, "activation", {
+                    "direction": "forward", "dtype": dtype, "nonfinite": int(fcounts[k]),
+                    "in_absmax": host_max[2 * k], "out_absmax": host_max[2 * k + 1]}))
+        for k, (name, dtype, _) in enumerate(bwd):
+            if bcounts[k]:
+                events.append(Event(step, "localized", name, "grad", {
+                    "direction": "backward", "dtype": dtype, "nonfinite": int(bcounts[k])}))
+                break
+        return events, acts
+
+
+def _to_host(values: list[torch.Tensor]) -> list[float]:
+    by_device: dict[torch.device, list[int]] = {}
+    for i, v in enumerate(values):
+        by_device.setdefault(v.device, []).append(i)
+    out = [0.0] * len(values)
+    for idx in by_device.values():
+        host = torch.stack([values[i].float().reshape(()) for i in idx]).cpu().tolist()
+        for i, h in zip(idx, host):
+            out[i] = h
+    return out

@@ -1,0 +1,167 @@
+"""One sampled optimizer step: statistics before the update (`begin`) and after it (`finish`).
+
+Everything is queued on a DeviceBatch and fetched in `finish()` with one host transfer per device.
+`begin` runs in the optimizer's step pre-hook; `finish` in its post-hook, or, when the optimizer
+holds an fp32 master copy (the model's parameters are copied back after `step()` returns), at the
+model's next forward. Nothing here writes to a parameter, gradient or optimizer state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .history import LayerObs
+from .layers import LayerMap
+from .probes import DeviceBatch
+
+__all__ = ["SampledStep", "StepSampler"]
+
+
+@dataclass(frozen=True)
+class SampledStep:
+    step: int
+    rows: tuple[LayerObs, ...]
+    loss: float | None
+    loss_scale: float | None
+    grad_norm_total: float | None
+    grad_nonfinite: int
+    param_nonfinite: int
+
+
+def _sum(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) if present else None
+
+
+def _l2(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return math.sqrt(sum(v * v for v in present)) if present else None
+
+
+class StepSampler:
+    """Per-layer statistics of `layers` (the model's parameters) and of the optimizer's own params
+    when they are not the model's (`master`: reported as layer "[master]")."""
+
+    def __init__(self, layers: LayerMap, optimizer: torch.optim.Optimizer, update_ratio: bool) -> None:
+        self.layers = layers
+        self.optimizer = optimizer
+        self.update_ratio = update_ratio
+        model_ids = {id(p) for p in layers.params}
+        self.opt_params = [p for g in optimizer.param_groups for p in g["params"]]
+        self.master = [p for p in self.opt_params if id(p) not in model_ids]
+        self._batch: DeviceBatch | None = None
+        self._step = 0
+        self._before: list[torch.Tensor | None] = []
+        self._master_before: list[torch.Tensor | None] = []
+        self._grad_divisor = 1.0
+        self._has_grad: list[bool] = []
+
+    @property
+    def pending(self) -> bool:
+        return self._batch is not None
+
+    def begin(self, step: int, loss: torch.Tensor | None, scale: torch.Tensor | float | None,
+              grads_scaled_by: float = 1.0) -> None:
+        """Before the update. `grads_scaled_by`: the loss scale the model's grads still carry."""
+        b = self._batch = DeviceBatch()
+        self._step, self._grad_divisor = step, grads_scaled_by or 1.0
+        params = self.layers.params
+        grads = [p.grad for p in params]
+        self._has_grad = [g is not None for g in grads]  # grads may be gone by finish() (master copy)
+        b.add("g_norm", grads, "norm")
+        b.add("g_nonzero", grads, "nonzero")
+        b.add("g_nonfinite", grads, "nonfinite")
+        b.add("p_nonfinite_before", params, "nonfinite")
+        b.add("p_norm_before", params, "norm")
+        if self.master:
+            b.add("m_g_norm", [p.grad for p in self.master], "norm")
+            b.add("m_norm_before", self.master, "norm")
+        if loss is not None:
+            b.add_scalar("loss", loss)
+        if isinstance(scale, torch.Tensor):
+            b.add_scalar("scale", scale)
+        self._scale = None if isinstance(scale, torch.Tensor) else scale
+        if self.update_ratio:
+            self._before = [p.detach().clone() if p.grad is not None else None for p in params]
+            self._master_before = [p.detach().clone() for p in self.master]
+
+    def finish(self) -> SampledStep | None:
+        """After the update: fetch everything and aggregate per layer. None when nothing is pending."""
+        b, self._batch = self._batch, None
+        if b is None:
+            return None
+        params = self.layers.params
+        b.add("p_norm", params, "norm")
+        b.add("p_nonfinite", params, "nonfinite")
+        if self._before:
+            b.add("update", self._diffs(params, self._before), "norm")
+        state = [self.optimizer.state.get(p, {}).get("exp_avg_sq") for p in params]
+        b.add("s_nonzero", state, "nonzero")
+        if self.master:
+            b.add("m_norm", self.master, "norm")
+            if self._master_before:
+                b.add("m_update", self._diffs(self.master, self._master_before), "norm")
+            b.add("m_s_nonzero", [self.optimizer.state.get(p, {}).get("exp_avg_sq") for p in self.master],
+                  "nonzero")
+        self._before, self._master_before = [], []
+        v = b.fetch()
+        rows = self._layer_rows(v, state)
+        if self.master:
+            rows.append(self._master_row(v))
+        scale = v["scale"][0] if "scale" in v else self._scale
+        return SampledStep(
+            step=self._step, rows=tuple(rows), loss=v["loss"][0] if "loss" in v else None, loss_scale=scale,
+            grad_norm_total=_l2([r.grad_norm for r in rows if r.layer != "[master]"]),
+            grad_nonfinite=int(_sum(v["g_nonfinite"]) or 0), param_nonfinite=int(_sum(v["p_nonfinite"]) or 0))
+
+    @staticmethod
+    def _diffs(after: list[torch.Tensor] | tuple[torch.Tensor, ...],
+               before: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
+        """after - before, one fused kernel; None where there was no `before`."""
+        keep = [i for i, o in enumerate(before) if o is not None]
+        diffs = torch._foreach_sub([after[i].detach() for i in keep], [before[i] for i in keep])  # type: ignore[misc]
+        out: list[torch.Tensor | None] = [None] * len(before)
+        for i, d in zip(keep, diffs):
+            out[i] = d
+        return out
+
+    def _layer_rows(self, v: dict[str, list[float | None]], state: list[torch.Tensor | None]) -> list[LayerObs]:
+        n = len(self.layers.names)
+        idx: list[list[int]] = [[] for _ in range(n)]
+        for i, li in enumerate(self.layers.param_layer):
+            idx[li].append(i)
+        params = self.layers.params
+        rows = []
+        for li, members in enumerate(idx):
+            with_grad = [i for i in members if self._has_grad[i]]
+            pick = lambda key, ms=members: [v[key][i] for i in ms] if key in v else []  # noqa: E731
+            g_numel = sum(params[i].numel() for i in with_grad)
+            s_members = [i for i in members if state[i] is not None]
+            s_numel = sum(state[i].numel() for i in s_members)  # type: ignore[union-attr]
+            g_norm = _l2(pick("g_norm", with_grad))
+            before = _l2(pick("p_norm_before"))
+            upd = _l2(pick("update", with_grad))
+            rows.append(LayerObs(
+                step=self._step, layer=self.layers.names[li],
+                grad_norm=None if g_norm is None else g_norm / self._grad_divisor,
+                param_norm=_l2(pick("p_norm")),
+                update_ratio=None if upd is None or not before else upd / before,
+                grad_nonfinite=None if not with_grad else int(_sum(pick("g_nonfinite", with_grad)) or 0),
+                param_nonfinite=int(_sum(pick("p_nonfinite")) or 0),
+                param_nonfinite_before=int(_sum(pick("p_nonfinite_before")) or 0),
+                zero_grad_ratio=None if not g_numel else 1.0 - (_sum(pick("g_nonzero", with_grad)) or 0) / g_numel,
+                state_zero_ratio=None if not s_numel else 1.0 - (_sum(pick("s_nonzero", s_members)) or 0) / s_numel,
+            ))
+        return rows
+
+    def _master_row(self, v: dict[str, list[float | None]]) -> LayerObs:
+        s_numel = sum(p.numel() for p in self.master if "exp_avg_sq" in self.optimizer.state.get(p, {}))
+        before, upd = _l2(v.get("m_norm_before", [])), _l2(v.get("m_update", []))
+        return LayerObs(
+            step=self._step, layer="[master]", grad_norm=_l2(v.get("m_g_norm", [])),
+            param_norm=_l2(v.get("m_norm", [])),
+            update_ratio=None if upd is None or not before else upd / before,
+            state_zero_ratio=None if not s_numel else 1.0 - (_sum(v.get("m_s_nonzero", [])) or 0) / s_numel)

@@ -1,0 +1,182 @@
+"""What the watcher keeps: bounded history, the published snapshot, events, localisation, record.
+
+Called from the training thread only, except `findings_cached()` and `history()` which other
+threads (the scrape handler) may call: they read lists by reference and copy them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import TYPE_CHECKING, Any
+
+from .findings import Finding
+from .history import Event, History, LayerObs, RunInfo, StepObs
+from .localize import Localizer
+from .record import RecordWriter
+from .sampler import SampledStep
+from .snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from .watcher import Watcher
+
+__all__ = ["Tracker"]
+
+HEAD_STEPS = 20  # sampled steps whose layer rows are kept from the start of the run
+TAIL_STEPS = 200  # ... and from its end
+MAX_STEPS = 20000
+MAX_EVENTS = 1000
+LOCALIZATIONS = 3  # at most this many armed iterations per run
+
+
+def _nonfinite(v: float | None) -> bool:
+    return v is not None and not math.isfinite(v)
+
+
+class Tracker:
+    def __init__(self, watcher: Watcher, record: Any) -> None:
+        self._w = watcher
+        self.snapshot = Snapshot(run=watcher.run, rank=watcher.rank)
+        self._steps: list[StepObs] = []
+        self._head: list[LayerObs] = []
+        self._tail: list[list[LayerObs]] = []
+        self._events: list[Event] = []
+        self._seen: set[str] = set()
+        self._force_sample = False
+        self._localizer: Localizer | None = None
+        self._localizations_left = LOCALIZATIONS
+        self._acts: tuple[int, dict[str, int]] | None = None
+        self._writer = RecordWriter(record) if record is not None else None
+        self._version = 0
+        self._cache: tuple[int, list[Finding]] = (-1, [])
+
+    # -- observations -------------------------------------------------------------------
+    def start_run(self, info: RunInfo, preflight: list[Finding]) -> None:
+        self._version += 1
+        self.snapshot = dataclasses.replace(self.snapshot, layer_info=dict(info.layers))
+        if self._writer is not None:
+            self._writer.put_meta("run", dataclasses.asdict(info))
+            self._writer.put_meta("preflight", [f.to_dict() for f in preflight])
+
+    def should_sample(self, step: int) -> bool:
+        force, self._force_sample = self._force_sample, False
+        return force or (step - 1) % self._w.every == 0
+
+    def sampled_step(self, s: SampledStep, info: RunInfo) -> None:
+        groups = self._w.optimizer.param_groups
+        lr = tuple(float(g.get("lr", 0.0)) for g in groups)
+        eps = tuple(None if g.get("eps") is None else float(g["eps"]) for g in groups)
+        rows = self._merge_activations(s.step, list(s.rows))
+        obs = StepObs(step=s.step, time=self._w.counters.time, sampled=True, skipped=False,
+                      skipped_total=self._w.counters.skipped_steps, loss=s.loss, loss_scale=s.loss_scale,
+                      grad_norm_total=s.grad_norm_total, grad_nonfinite=s.grad_nonfinite,
+                      param_nonfinite=s.param_nonfinite, lr=lr, eps=eps)
+        events = self._nonfinite_events(s, rows)
+        self._append(obs, rows, events)
+        first = self.snapshot.param_nonfinite_first
+        if not s.param_nonfinite:
+            first = None
+        elif first is None:
+            first = {r.layer: r.param_nonfinite or 0 for r in rows if r.param_nonfinite is not None}
+        self.snapshot = Snapshot(run=self._w.run, rank=self._w.rank, last=obs, loss=s.loss, rows=tuple(rows),
+                                 layer_info=dict(info.layers), param_nonfinite_first=first, lr=lr, eps=eps)
+
+    def skipped_step(self, step: int, scale: float | None) -> None:
+        c = self._w.counters
+        obs = StepObs(step=step, time=c.time, sampled=False, skipped=True, skipped_total=c.skipped_steps,
+                      loss_scale=scale)
+        rows = self._merge_activations(step, [])
+        self._append(obs, rows, [])
+        self._arm()
+
+    # -- localisation -------------------------------------------------------------------
+    def resolve_localization(self, step: int) -> None:
+        """Read what the armed hooks saw during the iteration now ending as `step`, then disarm."""
+        if self._localizer is None:
+            return
+        loc, self._localizer = self._localizer, None
+        loc.remove()
+        events, acts = loc.resolve(step)
+        self._acts = (step, acts)
+        if any(acts.values()):
+            self._w.counters.nonfinite_steps["activation"] += 1
+        if events:
+            self._record_events(events)
+
+    def _arm(self) -> None:
+        if self._localizer is None and self._localizations_left > 0:
+            self._localizations_left -= 1
+            self._localizer = Localizer(self._w.model)
+            self._force_sample = True
+
+    def _merge_activations(self, step: int, rows: list[LayerObs]) -> list[LayerObs]:
+        if self._acts is None or self._acts[0] != step:
+            return rows
+        acts, self._acts = self._acts[1], None
+        merged = [dataclasses.replace(r, activation_nonfinite=acts.pop(r.layer)) if r.layer in acts else r
+                  for r in rows]
+        return merged + [LayerObs(step=step, layer=name, activation_nonfinite=n) for name, n in acts.items()]
+
+    # -- bookkeeping --------------------------------------------------------------------
+    def _nonfinite_events(self, s: SampledStep, rows: list[LayerObs]) -> list[Event]:
+        events = []
+        for tensor, attr in (("grad", "grad_nonfinite"), ("param", "param_nonfinite")):
+            bad = [r for r in rows if (getattr(r, attr) or 0) > 0]
+            if bad:
+                self._w.counters.nonfinite_steps[tensor] += 1
+                if tensor not in self._seen:
+                    self._seen.add(tensor)
+                    events.append(Event(s.step, "nonfinite", bad[0].layer, tensor,
+                                        {"layers": len(bad), "elements": sum(getattr(r, attr) for r in bad)}))
+        if _nonfinite(s.loss) and "loss" not in self._seen:
+            self._seen.add("loss")
+            events.append(Event(s.step, "nonfinite", None, "loss", {"value": str(s.loss)}))
+        if s.grad_nonfinite or _nonfinite(s.loss):
+            self._arm()
+        return events
+
+    def _append(self, obs: StepObs, rows: list[LayerObs], events: list[Event]) -> None:
+        self._steps.append(obs)
+        if len(self._steps) > MAX_STEPS:
+            self._steps = self._steps[-MAX_STEPS:]
+        if rows:
+            if len({r.step for r in self._head}) < HEAD_STEPS:
+                self._head = self._head + rows
+            else:
+                self._tail = (self._tail + [rows])[-TAIL_STEPS:]
+        self._record_events(events, write=False)
+        self._version += 1
+        if self._writer is not None:
+            self._writer.put_step(obs, rows, events)
+
+    def _record_events(self, events: list[Event], write: bool = True) -> None:
+        if not events:
+            return
+        self._events = (self._events + events)[:MAX_EVENTS]
+        self._version += 1
+        if write and self._writer is not None:
+            self._writer.put_events(events)
+
+    # -- readers (any thread) -----------------------------------------------------------
+    def history(self, info: RunInfo, preflight: list[Finding]) -> History:
+        rows = list(self._head) + [r for step_rows in list(self._tail) for r in step_rows]
+        return History(run=info, steps=list(self._steps), layers=rows, events=list(self._events),
+                       preflight=list(preflight))
+
+    def findings(self, info: RunInfo, preflight: list[Finding]) -> list[Finding]:
+        version = self._version
+        if self._cache[0] != version:
+            from .diagnosis import run_rules
+
+            self._cache = (version, run_rules(self.history(info, preflight)))
+        return list(self._cache[1])
+
+    def findings_cached(self) -> list[Finding]:
+        return self.findings(self._w.info, self._w.preflight)
+
+    def close(self) -> None:
+        if self._localizer is not None:
+            self._localizer.remove()
+            self._localizer = None
+        if self._writer is not None:
+            self._writer.close()
