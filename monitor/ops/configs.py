@@ -46,12 +46,16 @@ def prometheus_config(
     return doc
 
 
-def alertmanager_config(webhook_url: str = "http://127.0.0.1:5001/", group_wait: str = "10s",
+def alertmanager_config(webhook_url: str | None = "http://127.0.0.1:5001/", group_wait: str = "10s",
                         group_interval: str = "1m", repeat_interval: str = "4h") -> dict[str, Any]:
     """An Alertmanager config sending every slat-monitor alert to one webhook, grouped per run and rank.
 
     Critical alerts use `group_wait: 0s` so a non-finite value pages at once; the rest wait `group_wait`
-    to batch. Replace the receiver with your pager/chat integration."""
+    to batch. `webhook_url=None`: a receiver without integrations (alerts only in Alertmanager's UI).
+    Replace the receiver with your pager/chat integration."""
+    receiver: dict[str, Any] = {"name": "slatmon-webhook"}
+    if webhook_url:
+        receiver["webhook_configs"] = [{"url": webhook_url, "send_resolved": True}]
     return {
         "route": {
             "receiver": "slatmon-webhook",
@@ -61,8 +65,5 @@ def alertmanager_config(webhook_url: str = "http://127.0.0.1:5001/", group_wait:
             "repeat_interval": repeat_interval,
             "routes": [{"receiver": "slatmon-webhook", "matchers": ['severity="critical"'], "group_wait": "0s"}],
         },
-        "receivers": [{
-            "name": "slatmon-webhook",
-            "webhook_configs": [{"url": webhook_url, "send_resolved": True}],
-        }],
+        "receivers": [receiver],
     }
