@@ -79,9 +79,10 @@ ALERTS: tuple[AlertRule, ...] = (
         name="SlatmonNonFiniteValues",
         uid="slatmon-nonfinite-values",
         # Params: always fatal. Grads: only without loss scaling - a scaler skips such steps by design,
-        # and too many skips are SlatmonSkippedStepsHigh / SlatmonLossScaleCollapse.
+        # and too many skips are SlatmonSkippedStepsHigh / SlatmonLossScaleCollapse. Without a scaler the
+        # exporter reports the loss scale as NaN (or not at all): `> 0` keeps only real scales.
         expr='slatmon_nonfinite_elements{tensor="param"} > 0\nor\n'
-        '(slatmon_nonfinite_elements{tensor="grad"} > 0 unless on (run, rank) slatmon_loss_scale)',
+        '(slatmon_nonfinite_elements{tensor="grad"} > 0 unless on (run, rank) (slatmon_loss_scale > 0))',
         for_="0s",
         severity="critical",
         summary="Non-finite {{ $labels.tensor }} values in layer {{ $labels.layer }} (" + WHO + ")",
