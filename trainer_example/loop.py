@@ -1,0 +1,185 @@
+"""The training loop behind `python -m trainer_example.train` and its Python API `run(cfg)`.
+
+With `cfg.watch` the run is monitored exactly as a user would do it: `monitor.watch(model,
+optimizer, scaler=..., loss_scale=...)`, `observe_loss(loss)` every iteration, `close()` at the end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from . import stats
+from .config import FAULTS, PRECISIONS, TrainConfig
+from .data import SyntheticVoxels
+from .faults import FAULT_PRECISION, FaultPlan
+from .losses import vae_loss
+from .model import SlatVAE
+from .precision import Precision, make_precision
+from .stats import StepRecord
+
+__all__ = ["RunResult", "resolve_device", "resolve_eps", "resolve_precision", "run"]
+
+
+@dataclass
+class RunResult:
+    """What a run produced. `findings` is set for watched runs: the diagnosis of the run record when
+    one was written, else `Watcher.findings()` taken just before `close()`."""
+
+    config: TrainConfig
+    precision: str
+    eps: float
+    device: str
+    steps: list[StepRecord]
+    model: SlatVAE
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    seconds: float
+    findings: list[Any] | None = None
+    url: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def losses(self) -> list[float]:
+        return [s.loss for s in self.steps]
+
+    @property
+    def record(self) -> str | None:
+        return self.config.record
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto`: CUDA when available, else the CPU. ValueError for CUDA without a GPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available (torch.cuda.is_available() is False)")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {name!r}; choose auto, cpu or cuda")
+    return torch.device(name)
+
+
+def resolve_precision(cfg: TrainConfig) -> str:
+    """`auto` -> the mode the fault is meant for (faults.FAULT_PRECISION)."""
+    if cfg.fault not in FAULTS:
+        raise ValueError(f"unknown fault {cfg.fault!r}; choose one of {', '.join(FAULTS)}")
+    precision = FAULT_PRECISION[cfg.fault] if cfg.precision == "auto" else cfg.precision
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {cfg.precision!r}; choose auto or one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+def resolve_eps(cfg: TrainConfig, precision: str) -> float:
+    """AdamW eps: `cfg.eps` when given; 1e-8 (PyTorch's default, TRELLIS's) for `eps-underflow` and for
+    modes whose optimizer state is fp32; 1e-4 for `fp16-naive` otherwise, since its state is fp16 and
+    fp16 holds 1e-4 but rounds 1e-8 to zero."""
+    if cfg.eps is not None:
+        return cfg.eps
+    if cfg.fault == "eps-underflow" or precision != "fp16-naive":
+        return 1e-8
+    return 1e-4
+
+
+def _validate(cfg: TrainConfig) -> None:
+    if cfg.steps < 1:
+        raise ValueError(f"steps must be >= 1, got {cfg.steps}")
+    if cfg.lr <= 0:
+        raise ValueError(f"lr must be > 0, got {cfg.lr}")
+    if cfg.clip is not None and cfg.clip <= 0:
+        raise ValueError(f"clip must be > 0, got {cfg.clip}")
+
+
+def _start_watch(cfg: TrainConfig, model: SlatVAE, prec: Precision, precision: str) -> Any:
+    import monitor
+
+    name = cfg.run or f"{cfg.config}-{precision}-{cfg.fault}"
+    return monitor.watch(
+        model,
+        prec.optimizer,
+        scaler=prec.scaler,
+        loss_scale=prec.loss_scale_fn(),
+        every=cfg.watch_every,
+        run=name,
+        port=cfg.port,
+        record=cfg.record,
+    )
+
+
+def _train_step(
+    step: int, cfg: TrainConfig, model: SlatVAE, prec: Precision, data: SyntheticVoxels, plan: FaultPlan, watcher: Any
+) -> StepRecord:
+    batch = data.batch(step - 1)
+    model.attention_cores()[0].logit_gain = plan.logit_gain(step)
+    lr = cfg.lr * plan.lr_factor(step)
+    prec.set_lr(lr)
+    scale = prec.loss_scale()
+    prec.zero_grad()
+    with prec.autocast():
+        out = model(batch.x)
+        terms = vae_loss(out, batch, empty_target=plan.empty_target(step))
+    loss = terms.total * plan.loss_factor(step)
+    if watcher is not None:
+        watcher.observe_loss(loss)
+    prec.backward(loss)
+    track = cfg.track_stats
+    grads_ok = stats.grads_finite(model) if track else None
+    zero_ratio = stats.fp16_zero_grad_ratio(model) if track else None
+    before = stats.snapshot(model) if track else None
+    skipped = prec.apply()
+    return StepRecord(
+        step=step,
+        loss=float(loss.detach()),
+        output_finite=bool(torch.isfinite(out.pred.feats).all()),
+        grads_finite=grads_ok,
+        skipped=skipped,
+        loss_scale=scale,
+        lr=lr,
+        fp16_zero_grad_ratio=zero_ratio,
+        nonfinite_params=stats.nonfinite_params(model) if track else (),
+        update_ratio=stats.update_ratio(model, before) if before is not None else None,
+    )
+
+
+def run(cfg: TrainConfig, on_step: Callable[[StepRecord], None] | None = None) -> RunResult:
+    """Train for `cfg.steps` steps and return what happened. `on_step` is called after every step.
+
+    Deterministic for a given `cfg.seed` on one machine. Raises ValueError for bad settings, and
+    whatever `monitor.watch` raises for a bad watch setting (e.g. a port in use).
+    """
+    _validate(cfg)
+    precision = resolve_precision(cfg)
+    device = resolve_device(cfg.device)
+    eps = resolve_eps(cfg, precision)
+    plan = FaultPlan(cfg.fault, cfg.fault_step)
+    torch.manual_seed(cfg.seed)
+    mcfg = cfg.model_config()
+    model = SlatVAE(mcfg, native=device.type != "cuda").to(device)
+    data = SyntheticVoxels(mcfg, cfg.seed, device)
+    prec = make_precision(precision, model, cfg.lr, eps, cfg.amsgrad, cfg.clip, device)
+    watcher = _start_watch(cfg, model, prec, precision) if cfg.watch else None
+    records: list[StepRecord] = []
+    findings = None
+    start = time.perf_counter()
+    try:
+        for step in range(1, cfg.steps + 1):
+            records.append(_train_step(step, cfg, model, prec, data, plan, watcher))
+            if on_step is not None:
+                on_step(records[-1])
+        seconds = time.perf_counter() - start
+        url = getattr(watcher, "url", None)
+        if watcher is not None:
+            findings = watcher.findings()
+    finally:
+        if watcher is not None:
+            watcher.close()
+    if watcher is not None and cfg.record:
+        import monitor
+
+        findings = monitor.diagnose(cfg.record)
+    return RunResult(
+        cfg, precision, eps, str(device), records, model, prec.optimizer, prec.scaler, seconds, findings, url
+    )

@@ -1,0 +1,162 @@
+"""`python -m trainer_example.train`: train the SLAT VAE example, optionally watched by slat-monitor.
+
+Python API: `run(TrainConfig(...)) -> RunResult` (see trainer_example.loop); this module adds the
+command line: `build_parser()`, `config_from_args(args)`, `main(argv)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+
+from .config import FAULTS, MODEL_PRESETS, PRECISIONS, TrainConfig
+from .loop import RunResult, run
+from .report import format_findings, format_step, format_summary
+
+__all__ = ["RunResult", "TrainConfig", "build_parser", "config_from_args", "main", "run"]
+
+EPILOG = """\
+precision modes (TRELLIS):
+  fp32        fp32 model, AdamW
+  inflat_all  blocks fp16, in/out layers + norms fp32, one flat fp32 master param in AdamW,
+              loss x 2**log_scale (starts at 20; -1 and skip on overflow, +1e-3 per clean step)
+  amp         fp32 weights, torch.autocast(float16) + torch.amp.GradScaler
+  fp16-naive  blocks fp16, AdamW straight on the fp16 params, no scaling (TRELLIS #162)
+  auto        the mode each fault is meant for (in brackets below)
+
+faults (steps count from 1; k = --fault-step) and their signatures:
+  none           [inflat_all] finite, decreasing loss
+  eps-underflow  [fp16-naive] AdamW eps 1e-8 (PyTorch default) on fp16 state: step 1 grads finite,
+                 every fp16 block param NaN/Inf right after optimizer.step(), fp32 layers finite
+  overflow       [fp16-naive] from k, encoder block 0 attention logits x1e6 pass fp16's 65504:
+                 first non-finite activation encoder.blocks.0.attn.core at k, then grads/params
+  loss-nan       [inflat_all] at k only, 0*log(0) in the volume loss term: loss NaN with finite
+                 outputs, step k skipped, log_scale - 1, training resumes
+  lr-spike       [fp32] lr x1000 from k: update/param ratio jumps ~1000x, loss climbs
+  underflow      [fp16-naive] loss x 2**-24 before backward from k, no scaler: ~all fp16 grads
+                 exactly zero, fp32 head grads not
+
+default eps: 1e-8, except fp16-naive without eps-underflow: 1e-4 (fp16 rounds 1e-8 to 0).
+example (the README demo):
+  python -m trainer_example.train --config tiny --precision fp16-naive --fault eps-underflow \\
+      --steps 50 --watch --record runs/demo.sqlite --port none
+"""
+
+
+def _port(text: str) -> int | None:
+    if text.lower() == "none":
+        return None
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--port takes a number or 'none', got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"--port must be in 0..65535 (0: any free port), got {port}")
+    return port
+
+
+def add_training_args(p: argparse.ArgumentParser, steps: int = 50) -> None:
+    """The options shared by this command and `slat-monitor demo`."""
+    p.add_argument(
+        "--config",
+        choices=sorted(MODEL_PRESETS),
+        default="tiny",
+        help="model size: tiny (CPU, 32^3) or base (TRELLIS size, 64^3, for a GPU); default tiny",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("auto", *PRECISIONS),
+        default="auto",
+        help="precision mode; auto: the one the fault is meant for (see below)",
+    )
+    p.add_argument("--fault", choices=FAULTS, default="none", help="fault to inject (see below); default none")
+    p.add_argument("--fault-step", type=int, default=10, help="step (from 1) the fault starts at; default 10")
+    p.add_argument("--steps", type=int, default=steps, help=f"optimizer steps; default {steps}")
+    p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate; default 1e-4 (TRELLIS)")
+    p.add_argument("--eps", type=float, default=None, help="AdamW eps; default: see below")
+    p.add_argument("--amsgrad", action="store_true", help="AdamW(amsgrad=True)")
+    p.add_argument("--clip", type=float, default=None, help="clip the global grad norm to this; default off")
+    p.add_argument("--seed", type=int, default=0, help="seed of the model init and the data; default 0")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
+    p.add_argument("--run", default=None, help="run label for the monitor; default CONFIG-PRECISION-FAULT")
+    p.add_argument(
+        "--port",
+        type=_port,
+        default=9108,
+        help="metrics endpoint port of the watched run: N, 0 (any free port) or none; default 9108",
+    )
+    p.add_argument("--every", type=int, default=1, help="monitor samples every N steps; default 1")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m trainer_example.train",
+        description="Train the SLAT VAE example on synthetic voxels.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_training_args(p)
+    p.add_argument("--watch", action="store_true", help="watch the run with slat-monitor (monitor.watch)")
+    p.add_argument("--record", default=None, help="write the monitor's run record (SQLite) here; needs --watch")
+    p.add_argument("--quiet", action="store_true", help="print only the summary and the diagnosis")
+    return p
+
+
+def config_from_args(args: argparse.Namespace, watch: bool, record: str | None) -> TrainConfig:
+    return TrainConfig(
+        config=args.config,
+        precision=args.precision,
+        fault=args.fault,
+        fault_step=args.fault_step,
+        steps=args.steps,
+        lr=args.lr,
+        eps=args.eps,
+        amsgrad=args.amsgrad,
+        clip=args.clip,
+        seed=args.seed,
+        device=args.device,
+        watch=watch,
+        record=record,
+        port=args.port,
+        run=args.run,
+        watch_every=args.every,
+    )
+
+
+def quiet_third_party_noise() -> None:
+    """spconv 2.3 triggers torch deprecation warnings and one torch.fx log line; none is actionable."""
+    warnings.filterwarnings("ignore", category=FutureWarning, module="spconv")
+    logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
+
+
+def run_and_report(cfg: TrainConfig, quiet: bool = False) -> RunResult:
+    """Run `cfg`, printing a line per step (unless `quiet`), the summary and the diagnosis."""
+    quiet_third_party_noise()
+    result = run(cfg, on_step=None if quiet else lambda s: print(format_step(s), flush=True))
+    print(format_summary(result))
+    if result.url:
+        print(f"metrics were served at {result.url}")
+    if cfg.record:
+        print(f"run record: {cfg.record}  (slat-monitor diagnose {cfg.record})")
+    if cfg.watch:
+        print(format_findings(result.findings))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.record and not args.watch:
+        print("error: --record needs --watch (the run record is written by the monitor)", file=sys.stderr)
+        return 2
+    try:
+        run_and_report(config_from_args(args, args.watch, args.record), quiet=args.quiet)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
