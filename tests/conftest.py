@@ -1,7 +1,8 @@
 """Shared real-server fixtures: a real Prometheus, a real Alertmanager and a local webhook receiver.
 
 Every server binds 127.0.0.1 on a free port, keeps its data in the test's tmp_path, and is stopped
-(SIGTERM, then SIGKILL) at teardown. Tests that need a binary that is not installed are skipped with the
+(SIGTERM, then SIGKILL) at teardown. Module-scoped variants (`module_servers`, `module_webhook_receiver`)
+share one set-up among the tests of a module. Tests that need a binary that is not installed are skipped with the
 Debian package to install. Typical use:
 
     def test_x(prometheus_server, tmp_path):
@@ -11,255 +12,63 @@ Debian package to install. Typical use:
 
 from __future__ import annotations
 
-import json
-import shutil
-import socket
-import subprocess
-import threading
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
-READY_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the OS picks it; a race with other processes is possible)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.2, what: str = "") -> Any:
-    """Poll `predicate` until it returns a truthy value (returned) or `timeout` seconds pass (AssertionError).
-    Exceptions from `predicate` count as "not yet" and the last one is reported on timeout."""
-    deadline, last_exc = time.monotonic() + timeout, None
-    while True:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # noqa: BLE001 - a server that is still starting raises; retry
-            last_exc = exc
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}"
-                                 + (f" (last error: {last_exc!r})" if last_exc else ""))
-        time.sleep(interval)
-
-
-def http_json(url: str, data: bytes | None = None, method: str | None = None, timeout: float = 5.0) -> Any:
-    req = urllib.request.Request(url, data=data, method=method)
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        return json.loads(resp.read() or b"null")
-
-
-@dataclass
-class ServerProcess:
-    """A started server binary: `url` (http://127.0.0.1:PORT), its `workdir` and `log` file."""
-
-    name: str
-    url: str
-    port: int
-    workdir: Path
-    log: Path
-    process: subprocess.Popen
-
-    def log_tail(self, n: int = 30) -> str:
-        lines = self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
-        return "\n".join(lines[-n:])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-
-
-@dataclass
-class PrometheusServer(ServerProcess):
-    """A running Prometheus: HTTP API helpers that raise on API errors."""
-
-    config_path: Path = field(default=Path())
-
-    def api(self, path: str, **params: Any) -> Any:
-        """GET /api/v1/<path>?params -> the `data` member (AssertionError when status != success)."""
-        query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
-        body = http_json(f"{self.url}/api/v1/{path}" + (f"?{query}" if query else ""))
-        assert body["status"] == "success", body
-        return body["data"]
-
-    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
-        """Instant query; the vector result, [{"metric": {...}, "value": [ts, "v"]}, ...]."""
-        data = self.api("query", query=expr, time=at)
-        return data["result"] if data["resultType"] == "vector" else [{"metric": {}, "value": data["result"]}]
-
-    def alerts(self) -> list[dict[str, Any]]:
-        """Active alerts (pending and firing) with labels, annotations, state, activeAt."""
-        return self.api("alerts")["alerts"]
-
-    def reload(self) -> None:
-        """Re-read config and rule files (needs --web.enable-lifecycle, which the fixture sets)."""
-        urllib.request.urlopen(urllib.request.Request(f"{self.url}/-/reload", method="POST"), timeout=10)
-
-    def wait_for(self, predicate: Callable[[], Any], timeout: float = 30, what: str = "") -> Any:
-        return wait_until(predicate, timeout, what=what)
-
-
-def _start(name: str, argv: list[str], port: int, workdir: Path, cls: type = ServerProcess,
-           **extra: Any) -> ServerProcess:
-    log = workdir / f"{name}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=workdir)
-    server = cls(name=name, url=f"http://127.0.0.1:{port}", port=port, workdir=workdir, log=log,
-                 process=proc, **extra)
-
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{server.log_tail()}")
-        try:
-            with urllib.request.urlopen(f"{server.url}/-/ready", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        if time.monotonic() > deadline:
-            server.stop()
-            raise RuntimeError(f"{name} not ready after {READY_TIMEOUT_S} s:\n{server.log_tail()}")
-        time.sleep(0.1)
-    return server
-
-
-def _require(binary: str, package: str) -> str:
-    path = shutil.which(binary)
-    if not path:
-        pytest.skip(f"`{binary}` not installed: sudo apt-get install {package}")
-    return path
+from tests.realservers import PrometheusServer, ServerProcess, Servers, WebhookReceiver
 
 
 @pytest.fixture
-def prometheus_server(tmp_path: Path) -> Iterator[Callable[..., PrometheusServer]]:
+def servers(tmp_path: Path) -> Iterator[Servers]:
+    """A `Servers` pool under tmp_path: `.prometheus(config)`, `.alertmanager(config)`; all stopped at teardown."""
+    pool = Servers(tmp_path)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(scope="module")
+def module_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    """Like `servers`, shared by the tests of one module (for expensive end-to-end set-ups)."""
+    pool = Servers(tmp_path_factory.mktemp("servers"))
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def prometheus_server(servers: Servers) -> Callable[..., PrometheusServer]:
     """Factory: `prometheus_server(config, name="prometheus") -> PrometheusServer`, a real `prometheus`.
 
     `config` is a Prometheus config as a dict (written to <tmp>/<name>/prometheus.yml) or a path to one.
     Relative paths inside a dict config resolve against that folder, so pass absolute paths for rule
     files and file_sd globs (`monitor.ops.configs.prometheus_config(...)` builds one). The server runs
     with --web.enable-lifecycle (`.reload()`), a fresh TSDB in <tmp>/<name>/data, and is stopped at
-    teardown. Call it several times for several servers. Skips the test when prometheus is missing."""
-    binary = _require("prometheus", "prometheus")
-    servers: list[ServerProcess] = []
-
-    def start(config: dict[str, Any] | Path, name: str = "prometheus") -> PrometheusServer:
-        workdir = tmp_path / name
-        workdir.mkdir(parents=True, exist_ok=True)
-        if isinstance(config, dict):
-            config_path = workdir / "prometheus.yml"
-            config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        else:
-            config_path = Path(config)
-        port = free_port()
-        argv = [binary, f"--config.file={config_path}", f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle", "--log.level=warn"]
-        server = _start(name, argv, port, workdir, PrometheusServer, config_path=config_path)
-        servers.append(server)
-        return server  # type: ignore[return-value]
-
-    yield start
-    for server in servers:
-        server.stop()
+    teardown. Call it several times (distinct `name`s) for several servers. Skips the test when
+    prometheus is not installed. Helpers: `.query(expr, at=None)`, `.api(path, **params)`, `.alerts()`,
+    `.wait_for(predicate, timeout)`, `.log_tail()`."""
+    return servers.prometheus
 
 
 @pytest.fixture
-def alertmanager_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+def alertmanager_server(servers: Servers) -> Callable[..., ServerProcess]:
     """Factory: `alertmanager_server(config, name="alertmanager") -> ServerProcess`, a real Alertmanager
     (`prometheus-alertmanager`) with clustering disabled, state in <tmp>/<name>/data, stopped at teardown.
     `config` is an Alertmanager config dict (`monitor.ops.configs.alertmanager_config(webhook_url)`)."""
-    binary = _require("prometheus-alertmanager", "prometheus-alertmanager")
-    servers: list[ServerProcess] = []
-
-    def start(config: dict[str, Any], name: str = "alertmanager") -> ServerProcess:
-        workdir = tmp_path / name
-        workdir.mkdir(parents=True, exist_ok=True)
-        config_path = workdir / "alertmanager.yml"
-        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        port = free_port()
-        argv = [binary, f"--config.file={config_path}", f"--storage.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn"]
-        server = _start(name, argv, port, workdir)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
-@dataclass
-class Delivery:
-    """One POST the webhook receiver got: wall-clock `received` (time.time()), `path`, parsed JSON `body`."""
-
-    received: float
-    path: str
-    body: Any
-
-
-class WebhookReceiver:
-    """A local HTTP server (thread) recording every POST, e.g. Alertmanager webhook notifications."""
-
-    def __init__(self) -> None:
-        self.deliveries: list[Delivery] = []
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                try:
-                    body = json.loads(raw or b"null")
-                except json.JSONDecodeError:
-                    body = raw.decode(errors="replace")
-                with receiver._lock:
-                    receiver.deliveries.append(Delivery(time.time(), self.path, body))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:  # keep pytest output clean
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="webhook", daemon=True)
-        self._thread.start()
-
-    def snapshot(self) -> list[Delivery]:
-        with self._lock:
-            return list(self.deliveries)
-
-    def wait_for(self, predicate: Callable[[Delivery], bool], timeout: float = 30) -> Delivery:
-        """The first delivery matching `predicate`, waiting up to `timeout` seconds for it."""
-        return wait_until(lambda: next((d for d in self.snapshot() if predicate(d)), None), timeout,
-                          what="a matching webhook delivery")
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    return servers.alertmanager
 
 
 @pytest.fixture
 def webhook_receiver() -> Iterator[WebhookReceiver]:
     """A `WebhookReceiver` on 127.0.0.1 (`.url`, `.deliveries`, `.wait_for(pred)`), closed at teardown."""
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="module")
+def module_webhook_receiver() -> Iterator[WebhookReceiver]:
+    """Like `webhook_receiver`, shared by the tests of one module."""
     receiver = WebhookReceiver()
     yield receiver
     receiver.close()
