@@ -1,0 +1,98 @@
+"""run_rules: every rule over a History, isolated, merged and ranked.
+
+A rule that raises is logged (with its traceback, once per rule and message) and skipped: the
+diagnosis never fails because one rule did. Rules run in RULES order, which also breaks ties of
+severity and first step (the more specific explanation first, e.g. adam_eps_underflow before the
+nonfinite_after_update it causes).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from ..findings import SEVERITIES, Finding, rank
+from ..history import History
+from . import (
+    adam_eps_underflow,
+    fp16_no_loss_scale,
+    fp16_optimizer_state,
+    grad_explosion,
+    grad_overflow_no_scaler,
+    grad_underflow,
+    loss_scale_collapse,
+    lr_too_high,
+    nonfinite_after_update,
+    nonfinite_forward,
+    nonfinite_loss,
+)
+
+__all__ = ["RULES", "Rule", "merge", "run_rules"]
+
+log = logging.getLogger("monitor.diagnosis")
+
+Rule = Callable[[History], list[Finding]]
+
+RULES: tuple[tuple[str, Rule], ...] = (
+    ("adam_eps_underflow", adam_eps_underflow.rule),
+    ("grad_overflow_no_scaler", grad_overflow_no_scaler.rule),
+    ("loss_scale_collapse", loss_scale_collapse.rule),
+    ("nonfinite_forward", nonfinite_forward.rule),
+    ("nonfinite_loss", nonfinite_loss.rule),
+    ("nonfinite_after_update", nonfinite_after_update.rule),
+    ("lr_too_high", lr_too_high.rule),
+    ("grad_explosion", grad_explosion.rule),
+    ("grad_underflow", grad_underflow.rule),
+    ("fp16_no_loss_scale", fp16_no_loss_scale.rule),
+    ("fp16_optimizer_state", fp16_optimizer_state.rule),
+)
+
+_logged: set[tuple[str, str]] = set()
+
+
+def _unique(items: Sequence) -> tuple:
+    return tuple(dict.fromkeys(items))
+
+
+def merge(findings: Sequence[Finding]) -> list[Finding]:
+    """One finding per code, in first-seen order: the most severe (then earliest) keeps its title and
+    fixes; evidence and layers are the union, first_step the earliest known."""
+    by_code: dict[str, list[Finding]] = {}
+    for f in findings:
+        by_code.setdefault(f.code, []).append(f)
+    out = []
+    for group in by_code.values():
+        if len(group) == 1:
+            out.append(group[0])
+            continue
+        best = rank(group)[0]
+        steps = [f.first_step for f in group if f.first_step is not None]
+        out.append(Finding(
+            best.code, min((f.severity for f in group), key=SEVERITIES.index), best.title,
+            _unique([e for f in group for e in f.evidence]), min(steps) if steps else None,
+            _unique([x for f in group for x in f.layers]), best.fixes))
+    return out
+
+
+def _run_one(name: str, rule: Rule, history: History) -> list[Finding]:
+    try:
+        result = rule(history)
+        return [f for f in result if isinstance(f, Finding)]
+    except Exception as exc:  # a broken rule must not take the diagnosis down
+        key = (name, str(exc))
+        if key not in _logged:
+            _logged.add(key)
+            log.warning("diagnosis rule %s failed and was skipped: %r", name, exc, exc_info=True)
+        return []
+
+
+def run_rules(history: History, rules: Sequence[tuple[str, Rule]] = RULES) -> list[Finding]:
+    """Every rule over `history`, merged per code, ranked (most severe, then earliest, first).
+
+    `history.preflight` findings are kept unless a rule produced the same code (the rule saw the same
+    RunInfo plus the observed steps, so its finding wins). Never raises for a rule's failure.
+    """
+    produced = merge([f for name, rule in rules for f in _run_one(name, rule, history)])
+    codes = {f.code for f in produced}
+    kept = [f for f in history.preflight if isinstance(f, Finding) and f.code not in codes]
+    return rank(produced + merge(kept))

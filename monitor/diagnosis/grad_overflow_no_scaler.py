@@ -1,0 +1,95 @@
+"""grad_overflow_no_scaler: non-finite float16 gradients in a run with no loss scaling.
+
+Fires (critical) at the first step s with non-finite gradients when
+- no loss scaling is in use (RunInfo.scaler "none"/"disabled" and no loss scale != 1 observed),
+- float16 is involved (float16 parameters, or float16 autocast when RunInfo records it),
+- parameters were finite going into s (otherwise NaN weights, not an overflow, made the gradients), and
+- the evidence points at an overflow rather than a non-finite loss: the loss at s was finite or not
+  observed (the overflow happened in the backward pass), or the model's output was already non-finite
+  at s (the watcher's "<root>" activation row: the forward overflowed), or a forward-origin
+  localisation names a float16 module whose output abs-max is >= 65504 / non-finite, or only float16
+  layers have non-finite gradients while float32 layers' gradients are finite (a NaN loss would
+  reach every layer).
+A non-finite loss with none of that is left to nonfinite_loss.
+Layers: the overflowing module when localised, else the float16 layers with non-finite gradients.
+"""
+
+from __future__ import annotations
+
+from ..findings import Finding
+from ..history import History
+from . import fixes
+from .numerics import FORMATS
+from .observe import (
+    as_float,
+    first_nonfinite_grads,
+    fmt_layers,
+    forward_origins,
+    fp16_involved,
+    has_loss_scaling,
+    layer_dtype,
+    loss_state,
+    params_broken_before,
+    root_output_nonfinite,
+    rows_by_step,
+    step_obs,
+)
+
+CODE = "grad_overflow_no_scaler"
+FP16_MAX = FORMATS["float16"].max
+
+
+def _overflowing_module(history: History, step: int) -> tuple[str, list[str]] | None:
+    for e in forward_origins(history):
+        out = as_float(e.detail.get("out_absmax"))
+        dtype = str(e.detail.get("dtype", ""))
+        if e.step >= step and "16" in dtype and "bf" not in dtype and (out is None or not out < FP16_MAX):
+            return e.layer, [f"step {e.step}: {e.layer} ({dtype}) forward output abs-max {out} "
+                             f"exceeds float16's {FP16_MAX:g} (input abs-max {e.detail.get('in_absmax')})"]
+    return None
+
+
+def _evidence(history: History, step: int, bad: list[str], loss: str, fp32_ok: list[str]) -> list[str]:
+    lines = [f"step {step}: non-finite gradients in {len(bad) or 'some'} layer(s)"
+             + (f": {fmt_layers(bad)}" if bad else ""),
+             f"no loss scaling (scaler={history.run.scaler!r}); float16 overflows past {FP16_MAX:g}"]
+    if loss == "finite":
+        value = step_obs(history, step).loss
+        lines.append(f"step {step}: loss finite ({value:g}): the overflow is in the backward pass")
+    if fp32_ok:
+        lines.append(f"float32 layers kept finite gradients: {fmt_layers(fp32_ok)}")
+    return lines
+
+
+def rule(history: History) -> list[Finding]:
+    """See the module docstring."""
+    if has_loss_scaling(history) or not fp16_involved(history):
+        return []
+    first = first_nonfinite_grads(history)
+    if first is None or params_broken_before(history, "", first[0]):
+        return []
+    step, bad_rows = first
+    loss = loss_state(step_obs(history, step))
+    module = _overflowing_module(history, step)
+    bad = [r.layer for r in bad_rows]
+    low_bad = [x for x in bad if layer_dtype(history, x) == "float16"]
+    fp32_ok = [r.layer for r in rows_by_step(history).get(step, [])
+               if layer_dtype(history, r.layer) == "float32" and r.grad_nonfinite == 0]
+    confined = bool(low_bad) and len(low_bad) == len(bad) and bool(fp32_ok)
+    forward = root_output_nonfinite(history, step) is True
+    if loss == "nonfinite" and module is None and not confined and not forward:
+        return []
+    lines = _evidence(history, step, bad, loss, fp32_ok if confined else [])
+    if forward:
+        lines.append(f"step {step}: the model's output was already non-finite with finite parameters: "
+                     "the overflow happened in the forward pass")
+    layers = low_bad or bad
+    if module:
+        layers = [module[0]]
+        lines += module[1]
+    setup = fixes.setup_of(history)
+    fix_list = [fixes.module_fp32_fix(module[0])] if module else []
+    fp16_params = any(layer_dtype(history, x) == "float16" for x in history.run.layers)
+    fix_list += [fixes.scaler_fix(setup, fp16_params), fixes.bf16_fix(setup)]
+    title = f"float16 gradients overflowed at step {step} with no loss scaler to skip the step"
+    return [Finding(CODE, "critical", title, lines, step, layers, fix_list)]

@@ -1,0 +1,143 @@
+"""loss_scale_collapse: the loss scale keeps falling, most steps skipped.
+
+Normal and quiet: a GradScaler starting at 65536, or TRELLIS's 2**20, backs off (skips) several times in
+its first steps until gradients fit ("settling"); afterwards a rare skip when the scale grows too far.
+
+Over the steps that carry a loss scale (K = skipped steps so far, from skipped_total when recorded,
+else counted from StepObs.skipped), critical at the first step j where either
+  A. the scale is below SCALE_FLOOR (1.0) after having been >= 1.0 (no settling needs a scale below
+     1: from 65536 that is 17+ halvings, from 2**20 21+), or
+  B. after settling (from the first clean step on), within WINDOW (20) steps ending at j at least
+     MIN_SKIPS (10, i.e. >= 50%) steps were skipped and the scale at j is lower than at the window start;
+     9 skips in 20 steps is not critical.
+  A run of > MAX_SETTLE (32) skipped steps from the start is critical too (scale lost > 2**32).
+Warning instead: after settling, >= WARN_SHARE (10%) of at least 20 steps skipped (>= 5 skips).
+first_step: the earliest skipped step from which on >= 50% of the steps up to j were skipped.
+Localised modules (events "localized") are named: the first forward output (or backward gradient)
+that went non-finite explains why backing off cannot help.
+"""
+
+from __future__ import annotations
+
+from ..findings import Finding, Fix
+from ..history import History, StepObs
+from . import fixes
+from .observe import has_loss_scaling, is_num, localized_events, sorted_steps
+
+CODE = "loss_scale_collapse"
+SCALE_FLOOR = 1.0
+WINDOW = 20
+MIN_SKIPS = 10
+MAX_SETTLE = 32
+WARN_SHARE = 0.1
+
+
+def _series(history: History) -> list[tuple[StepObs, int]]:
+    """(step with a loss scale, skipped steps up to and including it)."""
+    steps = sorted_steps(history)
+    use_total = any(is_num(s.skipped_total) and s.skipped_total > 0 for s in steps)
+    out, running = [], 0
+    for s in steps:
+        running += bool(s.skipped)
+        k = int(s.skipped_total) if use_total and is_num(s.skipped_total) else running
+        if is_num(s.loss_scale) and s.loss_scale >= 0:
+            out.append((s, k))
+    return out
+
+
+def _detect(series: list[tuple[StepObs, int]]) -> int | None:
+    """Index in `series` of the first step meeting A, B or the settle cap."""
+    first_clean = next((s.step for s, _ in series if not s.skipped), None)
+    seen_high = False
+    lo = 0
+    for j, (s, k) in enumerate(series):
+        if s.loss_scale < SCALE_FLOOR and seen_high:
+            return j
+        seen_high = seen_high or s.loss_scale >= SCALE_FLOOR
+        if first_clean is None and k > MAX_SETTLE:
+            return j
+        while series[lo][0].step < s.step - WINDOW:
+            lo += 1
+        start, k0 = series[lo]
+        if first_clean is not None and start.step >= first_clean and k - k0 >= MIN_SKIPS \
+                and s.loss_scale < start.loss_scale:
+            return j
+    return None
+
+
+def _start(series: list[tuple[StepObs, int]], j: int) -> int:
+    """Index of the earliest skipped step from which >= 50% of the steps up to j were skipped."""
+    best = j
+    end_step, end_k = series[j][0].step, series[j][1]
+    for i in range(j, -1, -1):
+        s, k = series[i]
+        before_k = series[i - 1][1] if i else k - int(bool(s.skipped))
+        before_step = series[i - 1][0].step if i else s.step - 1
+        if (end_k - before_k) * 2 < end_step - before_step:
+            break
+        if s.skipped:
+            best = i
+    return best
+
+
+def _localized_lines(history: History) -> tuple[list[str], list[str], str | None]:
+    lines, layers, forward = [], [], None
+    for e in localized_events(history):
+        d = e.detail
+        lines.append(f"step {e.step}: first non-finite {d.get('direction', '?')} value in {e.layer} "
+                     f"({d.get('dtype', '?')}, input abs-max {d.get('in_absmax', '?')}, "
+                     f"output abs-max {d.get('out_absmax', '?')})")
+        layers.append(e.layer)
+        if forward is None and d.get("direction") == "forward":
+            forward = e.layer
+    return lines[:4], list(dict.fromkeys(layers)), forward
+
+
+def _fixes(history: History, forward: str | None) -> list[Fix]:
+    setup = fixes.setup_of(history)
+    out = [fixes.module_fp32_fix(forward)] if forward else []
+    out.append(fixes.bf16_fix(setup))
+    if any(s.loss is not None and not is_num(s.loss) for s in history.steps if isinstance(s, StepObs)):
+        out.append(fixes.loss_eps_fix())
+    return out
+
+
+def rule(history: History) -> list[Finding]:
+    """See the module docstring."""
+    if not has_loss_scaling(history):
+        return []
+    series = _series(history)
+    if len(series) < 2:
+        return []
+    j = _detect(series)
+    if j is None:
+        return _warning(history, series)
+    i = _start(series, j)
+    first, last = series[i][0], series[j][0]
+    before = series[i - 1][0].loss_scale if i else first.loss_scale
+    skips = series[j][1] - (series[i - 1][1] if i else 0)
+    lines = [f"loss scale {before:g} -> {last.loss_scale:g} from step {first.step} to {last.step}; "
+             f"{skips} of {last.step - first.step + 1} steps skipped",
+             f"latest: step {series[-1][0].step}, loss scale {series[-1][0].loss_scale:g}, "
+             f"{series[-1][1]} skipped steps in total"]
+    loc, layers, forward = _localized_lines(history)
+    if forward:
+        lines.append(f"a loss scale cannot fix a forward overflow: {forward} overflows before any scaling")
+    title = "Loss scale collapsing: it keeps falling and most steps are skipped"
+    return [Finding(CODE, "critical", title, lines + loc, first.step, layers, _fixes(history, forward))]
+
+
+def _warning(history: History, series: list[tuple[StepObs, int]]) -> list[Finding]:
+    clean = next((n for n, (s, _) in enumerate(series) if not s.skipped), None)
+    if clean is None:
+        return []
+    start, end = series[clean], series[-1]
+    steps, skips = end[0].step - start[0].step + 1, end[1] - start[1]
+    if steps < WINDOW or skips < 5 or skips < WARN_SHARE * steps:
+        return []
+    lines = [f"after settling (step {start[0].step}): {skips} of {steps} steps skipped; "
+             f"loss scale now {end[0].loss_scale:g}"]
+    loc, layers, forward = _localized_lines(history)
+    first = next((s.step for s, _ in series[clean:] if s.skipped), start[0].step)
+    return [Finding(CODE, "warning", "Frequent skipped steps after the loss scale settled", lines + loc,
+                    first, layers, _fixes(history, forward))]

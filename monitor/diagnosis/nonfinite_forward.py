@@ -1,0 +1,85 @@
+"""nonfinite_forward: a module's forward output is the first non-finite activation; names the module.
+
+Source: "localized" events with direction "forward" that the watcher records on the step(s) after a
+non-finite event, kept only where the module itself made the value (finite input, own parameters
+finite going into that step - see observe.forward_origins). Without events, the first layer row (in
+module order, the model's own "<root>" row excluded) with LayerObs.activation_nonfinite > 0 is used,
+but only at steps without forward events and with every parameter finite going in.
+Severity: critical when no loss scaling is in use (the step writes NaN/Inf into the weights) or the
+module produced non-finite outputs on >= REPEAT_STEPS (3) distinct steps; warning for a one-off under
+a loss scaler (the step is skipped, training goes on).
+"""
+
+from __future__ import annotations
+
+from ..findings import Finding, Fix
+from ..history import History
+from . import fixes
+from .numerics import FORMATS, normalize_dtype
+from .observe import (
+    ROOT,
+    as_float,
+    count,
+    forward_origins,
+    has_loss_scaling,
+    layer_dtype,
+    localized_events,
+    params_broken_before,
+    rows_by_step,
+)
+
+CODE = "nonfinite_forward"
+REPEAT_STEPS = 3
+
+
+def _origin(history: History) -> tuple[str, int, str, list[int]] | None:
+    """(module, first step, evidence line, every step it produced non-finite output)."""
+    events = forward_origins(history)
+    if events:
+        first = events[0]
+        d = first.detail
+        steps = sorted({e.step for e in events if e.layer == first.layer})
+        line = (f"step {first.step}: {first.layer} ({d.get('dtype', '?')}) produced the first non-finite "
+                f"forward output: input abs-max {d.get('in_absmax', '?')}, output abs-max {d.get('out_absmax', '?')}")
+        return first.layer, first.step, line, steps
+    localized_steps = {e.step for e in localized_events(history, "forward")}
+    for step, rows in rows_by_step(history).items():
+        if step in localized_steps or params_broken_before(history, "", step):
+            continue  # the ordered events are better; NaN weights make every later output NaN
+        for r in rows:
+            if r.layer != ROOT and count(r.activation_nonfinite):
+                steps = sorted({s for s, rs in rows_by_step(history).items()
+                                for x in rs if x.layer == r.layer and count(x.activation_nonfinite)})
+                line = (f"step {step}: {r.layer} output has {r.activation_nonfinite} non-finite elements "
+                        "(first in module order; no localisation event recorded)")
+                return r.layer, step, line, steps
+    return None
+
+
+def _fixes(history: History, module: str, dtype: str | None) -> list[Fix]:
+    setup = fixes.setup_of(history)
+    if dtype == "float32":
+        return [fixes.loss_eps_fix("float32"), fixes.module_fp32_fix(module)]
+    return [fixes.module_fp32_fix(module), fixes.bf16_fix(setup)]
+
+
+def rule(history: History) -> list[Finding]:
+    """See the module docstring."""
+    found = _origin(history)
+    if found is None:
+        return []
+    module, step, line, steps = found
+    event = next((e for e in forward_origins(history) if e.layer == module), None)
+    dtype = normalize_dtype(event.detail.get("dtype")) if event else layer_dtype(history, module)
+    lines = [line]
+    out = as_float(event.detail.get("out_absmax")) if event else None
+    if dtype == "float16" and (out is None or not out < FORMATS["float16"].max):
+        lines.append("float16 holds at most 65504: the output overflowed")
+    if len(steps) > 1:
+        lines.append(f"non-finite output on {len(steps)} steps: {', '.join(map(str, steps[:8]))}")
+    scaled = has_loss_scaling(history)
+    lines.append("a loss scaler is in use: affected steps are skipped" if scaled
+                 else "no loss scaling: the non-finite values reach the gradients and the weights")
+    severity = "critical" if not scaled or len(steps) >= REPEAT_STEPS else "warning"
+    title = f"First non-finite activation: output of {module} at step {step}"
+    return [Finding(CODE, severity, title, lines, step, [module], _fixes(history, module, dtype))]
