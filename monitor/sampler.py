@@ -36,6 +36,11 @@ def _sum(values: list[float | None]) -> float | None:
     return sum(present) if present else None
 
 
+def _count(values: list[float | None]) -> int | None:
+    """Sum of counts; None when any is unknown."""
+    return None if any(x is None for x in values) else int(sum(values))  # type: ignore[arg-type]
+
+
 def _l2(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return math.sqrt(sum(v * v for v in present)) if present else None
@@ -58,6 +63,8 @@ class StepSampler:
         self._master_before: list[torch.Tensor | None] = []
         self._grad_divisor = 1.0
         self._has_grad: list[bool] = []
+        self._grads: list[torch.Tensor | None] = []
+        self._params_were_nonfinite = False
 
     @property
     def pending(self) -> bool:
@@ -70,32 +77,36 @@ class StepSampler:
         self._step, self._grad_divisor = step, grads_scaled_by or 1.0
         params = self.layers.params
         grads = [p.grad for p in params]
-        self._has_grad = [g is not None for g in grads]  # grads may be gone by finish() (master copy)
+        self._has_grad = [g is not None for g in grads]
         b.add("g_norm", grads, "norm")
         b.add("g_nonzero", grads, "nonzero")
-        b.add("g_nonfinite", grads, "nonfinite")
-        b.add("p_nonfinite_before", params, "nonfinite")
-        b.add("p_norm_before", params, "norm")
-        if self.master:
+        if self.master:  # the model's grads may be zeroed in place before the deferred finish()
+            b.add("g_nonfinite", grads, "nonfinite")
             b.add("m_g_norm", [p.grad for p in self.master], "norm")
             b.add("m_norm_before", self.master, "norm")
+        b.add("p_norm_before", params, "norm")
+        if self._params_were_nonfinite:  # count now: the copy below becomes the update in finish()
+            b.add("p_nonfinite_before", params, "nonfinite")
         if loss is not None:
             b.add_scalar("loss", loss)
         if isinstance(scale, torch.Tensor):
             b.add_scalar("scale", scale)
         self._scale = None if isinstance(scale, torch.Tensor) else scale
+        self._grads = grads
         if self.update_ratio:
-            self._before = [p.detach().clone() if p.grad is not None else None for p in params]
+            self._before = [p.detach().clone() if g is not None else None for p, g in zip(params, grads)]
             self._master_before = [p.detach().clone() for p in self.master]
 
     def finish(self) -> SampledStep | None:
-        """After the update: fetch everything and aggregate per layer. None when nothing is pending."""
+        """After the update: fetch everything and aggregate per layer. None when nothing is pending.
+
+        Healthy steps need one host transfer. Exact non-finite element counts are computed only for
+        tensors whose norm came back non-finite (a second, small transfer on failing steps only)."""
         b, self._batch = self._batch, None
         if b is None:
             return None
         params = self.layers.params
         b.add("p_norm", params, "norm")
-        b.add("p_nonfinite", params, "nonfinite")
         if self._before:
             b.add("update", self._diffs(params, self._before), "norm")
         state = [self.optimizer.state.get(p, {}).get("exp_avg_sq") for p in params]
@@ -106,8 +117,10 @@ class StepSampler:
                 b.add("m_update", self._diffs(self.master, self._master_before), "norm")
             b.add("m_s_nonzero", [self.optimizer.state.get(p, {}).get("exp_avg_sq") for p in self.master],
                   "nonzero")
-        self._before, self._master_before = [], []
         v = b.fetch()
+        v.update(self._count_nonfinite(v))
+        self._before, self._master_before, self._grads = [], [], []
+        self._params_were_nonfinite = any(v["p_nonfinite"])
         rows = self._layer_rows(v, state)
         if self.master:
             rows.append(self._master_row(v))
@@ -117,16 +130,47 @@ class StepSampler:
             grad_norm_total=_l2([r.grad_norm for r in rows if r.layer != "[master]"]),
             grad_nonfinite=int(_sum(v["g_nonfinite"]) or 0), param_nonfinite=int(_sum(v["p_nonfinite"]) or 0))
 
+    def _count_nonfinite(self, v: dict[str, list[float | None]]) -> dict[str, list[float | None]]:
+        """NaN+Inf counts: 0 where the norm is finite (no work), counted where it is not.
+
+        Parameters that were non-finite before the update are counted in begin() when the previous
+        sample ended non-finite; otherwise (they broke between two samples) that count is None."""
+        n = len(self.layers.params)
+
+        def bad(key: str) -> list[int]:
+            return [i for i, x in enumerate(v[key]) if x is not None and not math.isfinite(x)]
+
+        def zeros(norm_key: str) -> list[float | None]:
+            return [None if v[norm_key][i] is None else 0.0 for i in range(n)]
+
+        out: dict[str, list[float | None]] = {"p_nonfinite": zeros("p_norm")}
+        todo = {"p_nonfinite": (self.layers.params, bad("p_norm"))}
+        if "g_nonfinite" not in v:
+            out["g_nonfinite"] = zeros("g_norm")
+            todo["g_nonfinite"] = (self._grads, bad("g_norm"))
+        if "p_nonfinite_before" not in v:
+            out["p_nonfinite_before"] = zeros("p_norm_before")
+            for i in bad("p_norm_before"):
+                out["p_nonfinite_before"][i] = None
+        if any(idx for _, idx in todo.values()):
+            b = DeviceBatch()
+            for key, (tensors, idx) in todo.items():
+                b.add(key, [tensors[i] if i in idx else None for i in range(n)], "nonfinite")
+            counted = b.fetch()
+            for key, (_, idx) in todo.items():
+                for i in idx:
+                    out[key][i] = counted[key][i]
+        return out
+
     @staticmethod
     def _diffs(after: list[torch.Tensor] | tuple[torch.Tensor, ...],
                before: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
-        """after - before, one fused kernel; None where there was no `before`."""
+        """after - before, written into the `before` copies (one fused kernel, no new memory)."""
         keep = [i for i, o in enumerate(before) if o is not None]
-        diffs = torch._foreach_sub([after[i].detach() for i in keep], [before[i] for i in keep])  # type: ignore[misc]
-        out: list[torch.Tensor | None] = [None] * len(before)
-        for i, d in zip(keep, diffs):
-            out[i] = d
-        return out
+        olds = [before[i] for i in keep]
+        torch._foreach_mul_(olds, -1.0)  # type: ignore[arg-type]
+        torch._foreach_add_(olds, [after[i].detach() for i in keep])  # type: ignore[arg-type]
+        return list(before)
 
     def _layer_rows(self, v: dict[str, list[float | None]], state: list[torch.Tensor | None]) -> list[LayerObs]:
         n = len(self.layers.names)
@@ -151,7 +195,7 @@ class StepSampler:
                 update_ratio=None if upd is None or not before else upd / before,
                 grad_nonfinite=None if not with_grad else int(_sum(pick("g_nonfinite", with_grad)) or 0),
                 param_nonfinite=int(_sum(pick("p_nonfinite")) or 0),
-                param_nonfinite_before=int(_sum(pick("p_nonfinite_before")) or 0),
+                param_nonfinite_before=_count(pick("p_nonfinite_before")),
                 zero_grad_ratio=None if not g_numel else 1.0 - (_sum(pick("g_nonzero", with_grad)) or 0) / g_numel,
                 state_zero_ratio=None if not s_numel else 1.0 - (_sum(pick("s_nonzero", s_members)) or 0) / s_numel,
             ))

@@ -42,11 +42,13 @@ def test_injected_inf_skips_exactly_one_step_and_halves_the_scale(watched):
 
 def test_custom_loss_scale_with_fp32_master_copy_counts_drops_as_skips(watched):
     """TRELLIS inflat_all: one flattened fp32 master param, hand-made 2**log_scale."""
+    torch.manual_seed(0)
     model = Fp16Blocks()
     params = list(model.parameters())
     master = nn.Parameter(torch.cat([p.detach().float().reshape(-1) for p in params]))
     opt = torch.optim.AdamW([master], lr=1e-4)
     state = {"log_scale": 20.0}
+    skipped = []
     w = watched(model, opt, loss_scale=lambda: 2 ** state["log_scale"])
     for i in range(6):
         x, y = batch(i)
@@ -57,6 +59,7 @@ def test_custom_loss_scale_with_fp32_master_copy_counts_drops_as_skips(watched):
         master.grad = torch.cat([p.grad.float().reshape(-1) for p in params])
         if i in (2, 3) or not torch.isfinite(master.grad).all():
             state["log_scale"] -= 1  # skip: TRELLIS halves the scale instead of stepping
+            skipped.append(i + 1)
             continue
         master.grad.mul_(2 ** -state["log_scale"])
         opt.step()
@@ -68,8 +71,9 @@ def test_custom_loss_scale_with_fp32_master_copy_counts_drops_as_skips(watched):
         state["log_scale"] += 1e-3
     model(batch(0)[0])  # the next forward reveals the last skip and finishes the deferred sample
     h = w.history()
-    assert w.counters.skipped_steps == 2
-    assert [s.step for s in h.steps if s.skipped] == [3, 4]
+    assert 3 in skipped and 4 in skipped, skipped
+    assert w.counters.skipped_steps == len(skipped)
+    assert [s.step for s in h.steps if s.skipped] == skipped
     assert h.run.master_weights and h.run.scaler == "custom"
     assert not h.run.layers["blocks.0"].in_optimizer
     rows = {r.layer: r for r in h.layer_rows(1)}
