@@ -6,6 +6,7 @@ optimizer, scaler=..., loss_scale=...)`, `observe_loss(loss)` every iteration, `
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -91,6 +92,13 @@ def _validate(cfg: TrainConfig) -> None:
         raise ValueError(f"lr must be > 0, got {cfg.lr}")
     if cfg.clip is not None and cfg.clip <= 0:
         raise ValueError(f"clip must be > 0, got {cfg.clip}")
+    if cfg.watch_every < 1:
+        raise ValueError(f"watch_every must be >= 1, got {cfg.watch_every}")
+    if cfg.watch and cfg.record and os.path.exists(cfg.record):
+        raise ValueError(
+            f"run record {cfg.record} already exists; a second run would mix its steps into it: "
+            "pass a new path or delete the old record"
+        )
 
 
 def _start_watch(cfg: TrainConfig, model: SlatVAE, prec: Precision, precision: str) -> Any:

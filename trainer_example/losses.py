@@ -33,8 +33,9 @@ def vae_loss(
     """Loss of one batch.
 
     The volume term is the Bernoulli KL between the target's and the prediction's occupied fractions,
-    written as TRELLIS-style code often is, without an xlogy/epsilon guard: a batch whose target
-    fraction is 0 gives 0 * log(0) = NaN. `empty_target=True` forces that case (the `loss-nan` fault).
+    written as TRELLIS-style code often is, with the prediction clamped but no xlogy guard on the
+    target: a batch whose target fraction is 0 gives 0 * log(0) = NaN. `empty_target=True` forces
+    that case (the `loss-nan` fault).
     """
     pred = out.pred.feats.float()
     logits, attrs = pred[:, 0], pred[:, 1:]
@@ -43,7 +44,7 @@ def vae_loss(
     attr_l1 = (attrs[occupied] - batch.attrs[occupied]).abs().mean()
     kl = 0.5 * torch.mean(out.mean**2 + torch.exp(out.logvar) - out.logvar - 1)
     t = batch.occupancy.mean() * (0.0 if empty_target else 1.0)
-    p = torch.sigmoid(logits).mean()
+    p = torch.sigmoid(logits).mean().clamp(1e-6, 1 - 1e-6)  # the prediction is guarded, the target is not
     volume = t * torch.log(t / p) + (1 - t) * torch.log((1 - t) / (1 - p))
     total = occupancy + attr_l1 + lambda_kl * kl + lambda_volume * volume
     return LossTerms(total, occupancy, attr_l1, kl, volume)

@@ -10,10 +10,15 @@ import argparse
 import logging
 import sys
 import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .config import FAULTS, MODEL_PRESETS, PRECISIONS, TrainConfig
-from .loop import RunResult, run
 from .report import format_findings, format_step, format_summary
+
+if TYPE_CHECKING:
+    from .loop import RunResult
+    from .stats import StepRecord
 
 __all__ = ["RunResult", "TrainConfig", "build_parser", "config_from_args", "main", "run"]
 
@@ -43,6 +48,14 @@ example (the README demo):
   python -m trainer_example.train --config tiny --precision fp16-naive --fault eps-underflow \\
       --steps 50 --watch --record runs/demo.sqlite --port none
 """
+
+
+def run(cfg: TrainConfig, on_step: Callable[[StepRecord], None] | None = None) -> RunResult:
+    """Train as `cfg` says; see `trainer_example.loop.run`. Imported lazily so that building this
+    command line (e.g. for `slat-monitor --help`) does not import spconv."""
+    from .loop import run as _run
+
+    return _run(cfg, on_step)
 
 
 def _port(text: str) -> int | None:
