@@ -25,11 +25,8 @@ def load_history(source: object, *, run: str | None = None, rank: int | None = N
 
         return read_prometheus(source, run=run, rank=rank)
     if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        if not os.path.exists(path):
-            raise RecordError(f"run record not found: {path}")
         from ..record import read_record
 
-        return read_record(path)
+        return read_record(os.fspath(source))
     raise RecordError(f"cannot diagnose a {type(source).__name__}: pass a Watcher, a run-record path "
                       "or a Prometheus URL (http://HOST:PORT)")

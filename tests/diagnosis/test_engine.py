@@ -87,7 +87,7 @@ def test_diagnose_sources() -> None:
             return h
 
     assert codes(diagnose(FakeWatcher()))[0] == "adam_eps_underflow"
-    with pytest.raises(RecordError, match="not found"):
+    with pytest.raises(RecordError, match="no run record"):
         diagnose("/nonexistent/run.sqlite")
     with pytest.raises(RecordError, match="cannot diagnose"):
         diagnose(42)

@@ -1,0 +1,1 @@
+"""Readers that turn external stores into a History for the diagnosis (Prometheus today)."""

@@ -1,0 +1,141 @@
+"""Raw Prometheus samples of one run/rank -> History. Pure (no HTTP), so it is testable on its own.
+
+Each scrape gives every slatmon_* series the same timestamp; the scrape's `slatmon_step` value says
+which optimizer step it describes. Scrapes are usually sparser than steps, so the History is sparse:
+`skipped_total` carries skips that happened between scrapes, and an observation counts as `skipped`
+(with no layer rows, since per-layer gauges then still show the last sampled step) when every step
+since the previous scrape was skipped.
+
+NaN in a global gauge means "not observed" for the loss scale and the global grad norm; for the
+loss it is kept as a real NaN only once a finite loss has been seen (a run that never calls
+observe_loss exports NaN throughout).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from ..findings import Finding
+from ..history import Event, GroupInfo, History, LayerInfo, LayerObs, RunInfo, StepObs
+
+__all__ = ["Series", "build_history"]
+
+Series = list[tuple[dict[str, str], list[tuple[float, float]]]]  # (labels, [(timestamp, value)])
+
+_LAYER_GAUGES = {"slatmon_grad_norm": "grad_norm", "slatmon_param_norm": "param_norm",
+                 "slatmon_update_ratio": "update_ratio", "slatmon_zero_grad_ratio": "zero_grad_ratio",
+                 "slatmon_adam_state_zero_ratio": "state_zero_ratio"}
+_NONFINITE = {"grad": "grad_nonfinite", "param": "param_nonfinite", "activation": "activation_nonfinite"}
+
+
+def _by_time(series: Series) -> dict[float, list[tuple[dict[str, str], float]]]:
+    scrapes: dict[float, list[tuple[dict[str, str], float]]] = defaultdict(list)
+    for labels, values in series:
+        for t, v in values:
+            scrapes[t].append((labels, v))
+    return dict(sorted(scrapes.items()))
+
+
+def _finite_or_none(v: float | None) -> float | None:
+    return None if v is None or math.isnan(v) else v
+
+
+def _run_info(series: Series, run: str, rank: int) -> RunInfo:
+    info: dict[str, str] = {}
+    layers: dict[str, LayerInfo] = {}
+    lr: dict[int, float] = {}
+    eps: dict[int, float] = {}
+    for labels, values in series:
+        name = labels.get("__name__")
+        last = values[-1][1] if values else math.nan
+        if name == "slatmon_run_info":
+            info = labels
+        elif name in ("slatmon_optimizer_lr", "slatmon_optimizer_eps") and labels.get("group", "").isdigit():
+            (lr if name.endswith("lr") else eps)[int(labels["group"])] = last
+    master = info.get("master_weights") == "true"
+    for labels, _ in series:
+        if labels.get("__name__") == "slatmon_layer_info" and labels.get("layer"):
+            state = labels.get("state_dtype")
+            layers[labels["layer"]] = LayerInfo(dtype=labels.get("dtype", ""),
+                                                state_dtype=None if state in (None, "", "none") else state,
+                                                in_optimizer=not master)
+    fused = info.get("fused") == "true"
+    groups = tuple(GroupInfo(lr=lr.get(i, math.nan), eps=_finite_or_none(eps.get(i)), fused=fused)
+                   for i in sorted(set(lr) | set(eps)))
+    return RunInfo(run=run, rank=rank, torch_version=info.get("torch_version", ""),
+                   optimizer=info.get("optimizer", ""), groups=groups, scaler=info.get("scaler", "none"),
+                   master_weights=master, autocast=None if info.get("autocast") in (None, "none") else
+                   info.get("autocast"), layers=layers)
+
+
+def _scrape_values(samples: list[tuple[dict[str, str], float]]) -> tuple[dict, dict, dict]:
+    """(global values by metric, per-layer fields by layer, group values by (metric, group))."""
+    glob: dict[str, float] = {}
+    layers: dict[str, dict[str, float]] = defaultdict(dict)
+    groups: dict[tuple[str, int], float] = {}
+    for labels, v in samples:
+        name, layer = labels.get("__name__", ""), labels.get("layer")
+        if name in _LAYER_GAUGES and layer:
+            layers[layer][_LAYER_GAUGES[name]] = v
+        elif name == "slatmon_nonfinite_elements" and layer and labels.get("tensor") in _NONFINITE:
+            layers[layer][_NONFINITE[labels["tensor"]]] = v
+        elif name in ("slatmon_optimizer_lr", "slatmon_optimizer_eps") and labels.get("group", "").isdigit():
+            groups[(name, int(labels["group"]))] = v
+        elif name == "slatmon_nonfinite_steps_total":
+            glob[f"nonfinite_steps:{labels.get('tensor')}"] = v
+        elif name == "slatmon_finding":
+            glob[f"finding:{labels.get('code')}:{labels.get('severity')}"] = v
+        elif name:
+            glob[name] = v
+    return glob, layers, groups
+
+
+def _layer_rows(step: int, layers: dict[str, dict[str, float]]) -> list[LayerObs]:
+    rows = []
+    for layer, fields in layers.items():
+        kw = {k: (int(v) if k.endswith("nonfinite") and math.isfinite(v) else v) for k, v in fields.items()}
+        rows.append(LayerObs(step=step, layer=layer, **kw))
+    return rows
+
+
+def build_history(series: Series, run: str, rank: int) -> History:
+    """A History from the raw samples of one run and rank (see the module docstring)."""
+    info = _run_info(series, run, rank)
+    steps: list[StepObs] = []
+    rows: list[LayerObs] = []
+    events: list[Event] = []
+    findings: dict[str, Finding] = {}
+    prev_step, prev_skipped, prev_nf, loss_seen = None, 0, {}, False
+    for _, samples in _by_time(series).items():
+        glob, layers, groups = _scrape_values(samples)
+        step = glob.get("slatmon_step")
+        if step is None or not math.isfinite(step) or (prev_step is not None and step <= prev_step):
+            continue
+        step = int(step)
+        skipped_total = int(glob.get("slatmon_skipped_steps_total", 0) or 0)
+        all_skipped = prev_step is not None and skipped_total - prev_skipped >= step - prev_step
+        loss = glob.get("slatmon_loss")
+        loss_seen = loss_seen or (loss is not None and math.isfinite(loss))
+        layer_rows = [] if all_skipped else _layer_rows(step, layers)
+        steps.append(StepObs(
+            step=step, time=glob.get("slatmon_last_step_timestamp_seconds", 0.0) or 0.0, sampled=not all_skipped,
+            skipped=all_skipped, skipped_total=skipped_total, loss=loss if loss_seen and not all_skipped else None,
+            loss_scale=_finite_or_none(glob.get("slatmon_loss_scale")),
+            grad_norm_total=None if all_skipped else _finite_or_none(glob.get("slatmon_grad_norm_total")),
+            grad_nonfinite=None if all_skipped else int(sum(r.grad_nonfinite or 0 for r in layer_rows)),
+            param_nonfinite=None if all_skipped else int(sum(r.param_nonfinite or 0 for r in layer_rows)),
+            lr=tuple(v for (m, _), v in sorted(groups.items()) if m.endswith("lr"))))
+        rows += layer_rows
+        for key, value in glob.items():
+            if key.startswith("nonfinite_steps:") and value > prev_nf.get(key, 0):
+                if key not in prev_nf or prev_nf[key] == 0:
+                    events.append(Event(step, "nonfinite", None, key.split(":", 1)[1], {"source": "prometheus"}))
+                prev_nf[key] = value
+            if key.startswith("finding:") and key not in findings:
+                _, code, severity = key.split(":", 2)
+                findings[key] = Finding(code, severity if severity in ("critical", "warning", "info") else "info",
+                                        f"{code} (reported by the watcher)",
+                                        (f"active in Prometheus from step {step} (slatmon_finding)",), step)
+        prev_step, prev_skipped = step, skipped_total
+    return History(run=info, steps=steps, layers=rows, events=events, preflight=list(findings.values()))
