@@ -77,6 +77,10 @@ class TrainConfig:
 
     Steps are counted from 1: `fault_step=k` corrupts the k-th iteration. `port=None` disables the
     metrics endpoint of a watched run, 0 picks a free port. `model` overrides the preset `config`.
+    `track_stats`: the trainer's own per-step numerics (StepRecord); `track_update_ratio` also copies
+    every parameter before each step to measure the update size (off for timing runs).
+    `threads`: torch CPU threads during the run (restored after); None: 1 on the CPU, where the tiny
+    model is fastest single-threaded and several threads spin against each other on a busy machine.
     """
 
     config: str = "tiny"
@@ -96,6 +100,8 @@ class TrainConfig:
     run: str | None = None
     watch_every: int = 1
     track_stats: bool = True
+    track_update_ratio: bool = True
+    threads: int | None = None
     model: ModelConfig | None = field(default=None)
 
     def model_config(self) -> ModelConfig:

@@ -92,6 +92,8 @@ def _validate(cfg: TrainConfig) -> None:
         raise ValueError(f"lr must be > 0, got {cfg.lr}")
     if cfg.clip is not None and cfg.clip <= 0:
         raise ValueError(f"clip must be > 0, got {cfg.clip}")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ValueError(f"threads must be >= 1, got {cfg.threads}")
     if cfg.watch_every < 1:
         raise ValueError(f"watch_every must be >= 1, got {cfg.watch_every}")
     if cfg.watch and cfg.record and os.path.exists(cfg.record):
@@ -136,7 +138,7 @@ def _train_step(
     track = cfg.track_stats
     grads_ok = stats.grads_finite(model) if track else None
     zero_ratio = stats.fp16_zero_grad_ratio(model) if track else None
-    before = stats.snapshot(model) if track else None
+    before = stats.snapshot(model) if track and cfg.track_update_ratio else None
     skipped = prec.apply()
     return StepRecord(
         step=step,
@@ -149,6 +151,7 @@ def _train_step(
         fp16_zero_grad_ratio=zero_ratio,
         nonfinite_params=stats.nonfinite_params(model) if track else (),
         update_ratio=stats.update_ratio(model, before) if before is not None else None,
+        voxels=int(batch.x.coords.shape[0]),
     )
 
 
@@ -156,11 +159,23 @@ def run(cfg: TrainConfig, on_step: Callable[[StepRecord], None] | None = None) -
     """Train for `cfg.steps` steps and return what happened. `on_step` is called after every step.
 
     Deterministic for a given `cfg.seed` on one machine. Raises ValueError for bad settings, and
-    whatever `monitor.watch` raises for a bad watch setting (e.g. a port in use).
+    whatever `monitor.watch` raises for a bad watch setting (e.g. a port in use). Sets torch's CPU
+    thread count for the run (`cfg.threads`) and restores it afterwards.
     """
     _validate(cfg)
-    precision = resolve_precision(cfg)
     device = resolve_device(cfg.device)
+    threads = cfg.threads if cfg.threads is not None else (1 if device.type == "cpu" else None)
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _run(cfg, device, on_step)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(cfg: TrainConfig, device: torch.device, on_step: Callable[[StepRecord], None] | None) -> RunResult:
+    precision = resolve_precision(cfg)
     eps = resolve_eps(cfg, precision)
     plan = FaultPlan(cfg.fault, cfg.fault_step)
     torch.manual_seed(cfg.seed)

@@ -21,7 +21,8 @@ class StepRecord:
     this step's backward (None without scaling); `lr`: the lr of this step's update;
     `fp16_zero_grad_ratio`: share of exactly-zero elements among fp16 parameter gradients (None
     without fp16 params); `nonfinite_params`: names of parameters with any NaN/Inf after the step;
-    `update_ratio`: ||param change|| / ||param before|| over all finite parameters (None untracked).
+    `update_ratio`: ||param change|| / ||param before|| over all finite parameters (None untracked);
+    `voxels`: input voxels in the batch.
     """
 
     step: int
@@ -34,28 +35,32 @@ class StepRecord:
     fp16_zero_grad_ratio: float | None = None
     nonfinite_params: tuple[str, ...] = ()
     update_ratio: float | None = None
+    voxels: int = 0
 
 
 def grads_finite(model: nn.Module) -> bool:
-    """True when every existing gradient of `model` is finite."""
+    """True when every existing gradient of `model` is finite (one device sync)."""
     grads = [p.grad for p in model.parameters() if p.grad is not None]
-    return all(bool(torch.isfinite(g).all()) for g in grads)
+    return not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
 
 
 def fp16_zero_grad_ratio(model: nn.Module) -> float | None:
     """Share of exactly-zero gradient elements over all fp16 parameters (a missing grad counts as zero)."""
-    zeros = total = 0
-    for p in model.parameters():
-        if p.dtype != torch.float16:
-            continue
-        total += p.numel()
-        zeros += p.numel() if p.grad is None else int((p.grad == 0).sum())
-    return zeros / total if total else None
+    params = [p for p in model.parameters() if p.dtype == torch.float16]
+    if not params:
+        return None
+    total = sum(p.numel() for p in params)
+    missing = sum(p.numel() for p in params if p.grad is None)
+    counts = [(p.grad == 0).sum() for p in params if p.grad is not None]
+    zeros = int(torch.stack(counts).sum()) if counts else 0
+    return (zeros + missing) / total
 
 
 def nonfinite_params(model: nn.Module) -> tuple[str, ...]:
-    """Names of the parameters holding any NaN or Inf."""
-    return tuple(n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all()))
+    """Names of the parameters holding any NaN or Inf (one device sync)."""
+    named = list(model.named_parameters())
+    bad = torch.stack([~torch.isfinite(p).all() for _, p in named]).tolist()
+    return tuple(n for (n, _), b in zip(named, bad, strict=True) if b)
 
 
 def snapshot(model: nn.Module) -> list[torch.Tensor]:

@@ -101,6 +101,7 @@ def add_training_args(p: argparse.ArgumentParser, steps: int = 50) -> None:
         help="metrics endpoint port of the watched run: N, 0 (any free port) or none; default 9108",
     )
     p.add_argument("--every", type=int, default=1, help="monitor samples every N steps; default 1")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads; default 1 on the CPU")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,6 +136,7 @@ def config_from_args(args: argparse.Namespace, watch: bool, record: str | None) 
         port=args.port,
         run=args.run,
         watch_every=args.every,
+        threads=args.threads,
     )
 
 
