@@ -1,0 +1,119 @@
+"""Prometheus source: a real Prometheus scraping a real watched run (TRELLIS #162 shape), read back
+with `read_prometheus` / `diagnose(url)` / the CLI; plus the error paths."""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+import monitor
+from monitor.errors import SourceError
+from monitor.ops.configs import prometheus_config
+from monitor.ops.targets import register
+from monitor.sources.prometheus import list_runs, read_prometheus
+from monitor.sources.timeline import build_history
+from tests.realservers import free_port, wait_until
+
+from .runs import watched_run
+from .test_cli import cli
+
+RUN = "prom-162"
+
+
+def scraped_step(url: str, step: int) -> bool:
+    """Prometheus holds a scrape of RUN taken after `step` finished."""
+    q = urllib.parse.urlencode({"query": f'slatmon_step{{run="{RUN}"}}'})
+    body = json.load(urllib.request.urlopen(f"{url}/api/v1/query?{q}", timeout=5))
+    return any(float(r["value"][1]) >= step for r in body["data"]["result"])
+
+
+@pytest.fixture(scope="module")
+def prom(module_servers, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """URL of a real Prometheus that scraped every step of a watched #162 run (3 steps)."""
+    targets = tmp_path_factory.mktemp("targets")
+    server = module_servers.prometheus(prometheus_config(targets_glob=str(targets / "*.json"), rule_globs=(),
+                                                         alertmanager=None, interval="1s"), name="diag-prom")
+    registrations = []
+
+    def between(step: int, w: monitor.Watcher) -> None:
+        if not registrations:
+            port = int(w.url.split(":")[2].split("/")[0])
+            registrations.append(register(targets, "127.0.0.1", port, RUN))
+        wait_until(lambda: scraped_step(server.url, step), timeout=60, what=f"a scrape of step {step}")
+
+    watched_run(None, port=0, run=RUN, between=between)
+    return server.url
+
+
+def test_history_from_prometheus(prom: str) -> None:
+    assert (RUN, 0) in list_runs(prom)
+    h = read_prometheus(prom, run=RUN)
+    assert [s.step for s in h.steps][:3] == [1, 2, 3]
+    assert h.run.optimizer == "AdamW" and h.run.groups[0].eps == pytest.approx(1e-8)
+    assert h.run.layers["blocks.0"].dtype == "float16" and h.run.layers["out_layer"].dtype == "float32"
+    step1 = {r.layer: r for r in h.layers if r.step == 1}
+    assert step1["blocks.0"].param_nonfinite > 0 and step1["out_layer"].param_nonfinite == 0
+    assert step1["blocks.0"].grad_nonfinite == 0
+
+
+def test_diagnose_url_finds_adam_eps_underflow_at_step_1(prom: str) -> None:
+    top = monitor.diagnose(prom, run=RUN)[0]
+    assert (top.code, top.first_step, top.layers) == ("adam_eps_underflow", 1, ("blocks.0", "blocks.2"))
+
+
+def test_cli_prometheus(prom: str) -> None:
+    out = cli("--prometheus", prom, "--run", RUN, "--json")
+    assert out.returncode == 1, out.stderr
+    assert json.loads(out.stdout)["findings"][0]["code"] == "adam_eps_underflow"
+    out = cli("--prometheus", prom, "--run", "no-such-run")
+    assert out.returncode == 2 and "not found" in out.stderr and RUN in out.stderr
+
+
+def test_source_errors(prom: str, tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="cannot reach Prometheus"):
+        read_prometheus(f"http://127.0.0.1:{free_port()}", run=RUN, timeout=2)
+    with pytest.raises(SourceError, match="not found"):
+        read_prometheus(prom, run="nope")
+    with pytest.raises(SourceError, match="rank 7"):
+        read_prometheus(prom, run=RUN, rank=7)
+    with pytest.raises(SourceError, match="HTTP 400"):
+        read_prometheus(prom, run=RUN, lookback="not-a-duration")
+
+
+def test_not_a_prometheus() -> None:
+    """A real HTTP server that is not Prometheus: a watcher's own /metrics endpoint."""
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with monitor.watch(model, opt, port=0, run="not-prom") as w:
+        base = w.url.rsplit("/", 1)[0]
+        with pytest.raises(SourceError, match="is this a Prometheus server|API JSON"):
+            read_prometheus(base, timeout=5)
+
+
+# -- timeline without HTTP: sparse scrapes ---------------------------------------------------------
+
+def sample(name: str, values: list[tuple[float, float]], **labels: str) -> tuple[dict, list]:
+    return {"__name__": name, "run": "r", "rank": "0", **labels}, values
+
+
+def test_sparse_scrapes_mark_all_skipped_intervals() -> None:
+    series = [sample("slatmon_step", [(1, 5), (2, 10), (3, 15)]),
+              sample("slatmon_skipped_steps_total", [(1, 0), (2, 5), (3, 7)]),
+              sample("slatmon_loss_scale", [(1, 65536), (2, 2048), (3, 1024)]),
+              sample("slatmon_loss", [(1, math.nan), (2, math.nan), (3, math.nan)]),
+              sample("slatmon_grad_norm", [(1, 0.5), (2, 0.5), (3, 0.4)], layer="l")]
+    h = build_history(series, "r", 0)
+    assert [(s.step, s.skipped, s.skipped_total) for s in h.steps] == [(5, False, 0), (10, True, 5), (15, False, 7)]
+    assert [r.step for r in h.layers] == [5, 15]  # a skipped interval has no fresh layer rows
+    assert all(s.loss is None for s in h.steps)  # NaN throughout: the loss was never observed
+
+
+def test_nan_loss_after_finite_loss_is_real() -> None:
+    series = [sample("slatmon_step", [(1, 1), (2, 2)]), sample("slatmon_loss", [(1, 0.5), (2, math.nan)])]
+    h = build_history(series, "r", 0)
+    assert h.steps[0].loss == 0.5 and math.isnan(h.steps[1].loss)
