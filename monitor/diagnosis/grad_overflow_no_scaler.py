@@ -69,7 +69,7 @@ def rule(history: History) -> list[Finding]:
     if first is None or params_broken_before(history, "", first[0]):
         return []
     step, bad_rows = first
-    loss = loss_state(step_obs(history, step))
+    loss = loss_state(step_obs(history, step), history)
     module = _overflowing_module(history, step)
     bad = [r.layer for r in bad_rows]
     low_bad = [x for x in bad if layer_dtype(history, x) == "float16"]

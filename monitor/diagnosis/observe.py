@@ -234,11 +234,19 @@ def fp16_involved(history: History) -> bool:
     return any(normalize_dtype(getattr(i, "dtype", None)) == "float16" for i in history.run.layers.values())
 
 
-def loss_state(step: StepObs | None) -> str:
-    """'finite', 'nonfinite' or 'unknown' for the loss observed at `step`."""
-    if step is None or step.loss is None:
+def loss_state(step: StepObs | None, history: History | None = None) -> str:
+    """'finite', 'nonfinite' or 'unknown' for the loss observed at `step`; with `history`, a "nonfinite"
+    event for tensor "loss" at that step counts too (run records store a NaN loss as NULL)."""
+    if step is None:
         return "unknown"
-    return "finite" if is_num(step.loss) else ("nonfinite" if nonfinite(step.loss) else "unknown")
+    if is_num(step.loss):
+        return "finite"
+    if nonfinite(step.loss):
+        return "nonfinite"
+    if history is not None and any(isinstance(e, Event) and e.kind == "nonfinite" and e.tensor == "loss"
+                                   and e.step == step.step for e in history.events):
+        return "nonfinite"
+    return "unknown"
 
 
 def first_nonfinite_grads(history: History) -> tuple[int, list[LayerObs]] | None:

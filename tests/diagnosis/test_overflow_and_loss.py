@@ -153,3 +153,13 @@ def test_forward_origin_nearby_suppresses_nonfinite_loss() -> None:
     h = broken_from(5, steps=5)
     h.events.append(localized(6, "blocks.1.attn"))
     assert nonfinite_loss.rule(h) == []
+
+
+def test_record_style_nan_loss_event_counts_as_nonfinite() -> None:
+    """SQLite stores a NaN loss as NULL: the "nonfinite"/"loss" event must still make the loss non-finite."""
+    h = broken_from(5)
+    replace_step(h, 5, loss=None)
+    assert grad_overflow_no_scaler.rule(h) != []  # loss unknown: the fp16 overflow is the suspect
+    h.events.append(Event(5, "nonfinite", None, "loss", {"value": "nan"}))
+    assert grad_overflow_no_scaler.rule(h) == []
+    assert nonfinite_loss.rule(h)[0].first_step == 5
