@@ -1,0 +1,68 @@
+"""`python -m trainer_example.train`: options, errors, and a watched run with a record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trainer_example.config import FAULTS, PRECISIONS
+from trainer_example.train import main
+
+
+def test_help_documents_every_mode_and_fault(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for name in (*PRECISIONS, *FAULTS, "--watch", "--record", "--port", "--eps", "--amsgrad", "--device"):
+        assert name in text, name
+
+
+def test_unwatched_run_prints_steps_and_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--steps", "2", "--device", "cpu", "--precision", "fp32"]) == 0
+    out = capsys.readouterr().out
+    assert "step    2" in out and "run: config=tiny precision=fp32 fault=none" in out
+    assert "diagnosis" not in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--record", "x.sqlite"], "--record needs --watch"),
+        (["--steps", "0"], "steps must be >= 1"),
+        (["--lr", "-1"], "lr must be > 0"),
+    ],
+)
+def test_bad_settings_exit_2_with_a_message(argv: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_port_is_rejected_by_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--port", "eighty"])
+    assert exc.value.code == 2
+    assert "--port takes a number or 'none'" in capsys.readouterr().err
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert main(["--device", "cuda", "--steps", "1"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_watched_run_writes_a_record_and_prints_the_diagnosis(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    record = tmp_path / "run.sqlite"
+    argv = ["--fault", "eps-underflow", "--steps", "3", "--watch", "--record", str(record), "--port", "none"]
+    assert main([*argv, "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert record.exists()
+    assert "adam_eps_underflow" in out and "fix 1 [" in out
+    assert main(argv) == 2  # the same record again would mix two runs
+    assert "already exists" in capsys.readouterr().err
