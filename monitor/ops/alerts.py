@@ -79,10 +79,11 @@ ALERTS: tuple[AlertRule, ...] = (
         name="SlatmonNonFiniteValues",
         uid="slatmon-nonfinite-values",
         # Params: always fatal. Grads: only without loss scaling - a scaler skips such steps by design,
-        # and too many skips are SlatmonSkippedStepsHigh / SlatmonLossScaleCollapse. Without a scaler the
-        # exporter reports the loss scale as NaN (or not at all): `> 0` keeps only real scales.
+        # and too many skips are SlatmonSkippedStepsHigh / SlatmonLossScaleCollapse. Without scaling the
+        # exporter reports the loss scale as 1 (NaN or absent also count) and never counts a skipped step.
         expr='slatmon_nonfinite_elements{tensor="param"} > 0\nor\n'
-        '(slatmon_nonfinite_elements{tensor="grad"} > 0 unless on (run, rank) (slatmon_loss_scale > 0))',
+        '(slatmon_nonfinite_elements{tensor="grad"} > 0\n unless on (run, rank)\n'
+        ' (slatmon_loss_scale > 1 or slatmon_loss_scale < 1 or slatmon_skipped_steps_total > 0))',
         for_="0s",
         severity="critical",
         summary="Non-finite {{ $labels.tensor }} values in layer {{ $labels.layer }} (" + WHO + ")",
