@@ -23,14 +23,15 @@ from .numerics import FORMATS, adam_state_underflow_grad, eps_is_subnormal, eps_
 from .observe import (
     adam_family,
     broke_in_update,
+    count,
     fmt_layers,
     is_num,
     layer_dtype,
     layer_groups,
     prev_layer_rows,
     rows_by_step,
-    sorted_steps,
     state_dtype,
+    step_obs,
 )
 
 CODE = "adam_eps_underflow"
@@ -86,17 +87,20 @@ def _state_line(dtype: str, group: GroupInfo) -> str:
 
 def _observed(history: History, exposed: dict) -> tuple[int, list[str], list[str]] | None:
     """(step, layers, evidence) of the first update that broke low-precision Adam layers."""
-    by_step = rows_by_step(history)
-    steps = {s.step: s for s in sorted_steps(history)}
-    for step, rows in by_step.items():
-        prev = prev_layer_rows(by_step, step)
+    at_risk = {layer: dtype for layer in history.run.layers
+               if (dtype := state_dtype(history, layer)) in ("float16", "bfloat16")
+               and not all(g.fused is True for g in layer_groups(history, layer))}
+    if not at_risk:
+        return None
+    for step, rows in rows_by_step(history).items():
+        prev = prev_layer_rows(history, step)
         hit, lines = [], []
         for r in rows:
-            dtype = state_dtype(history, r.layer)
-            if dtype not in ("float16", "bfloat16") or all(g.fused is True for g in layer_groups(history, r.layer)):
+            dtype = at_risk.get(r.layer)
+            if dtype is None or not count(r.param_nonfinite):
                 continue
             zero = r.state_zero_ratio if is_num(r.state_zero_ratio) else None
-            if not broke_in_update(r, prev.get(r.layer), steps.get(step)):
+            if not broke_in_update(r, prev.get(r.layer), step_obs(history, step)):
                 continue
             if (zero is not None and zero >= STATE_ZERO_MIN) or exposed.get(r.layer, ("", ""))[1] == "zero":
                 hit.append(r.layer)

@@ -12,10 +12,12 @@ Exactly 10x is a spike; 9.99x is not.
 
 from __future__ import annotations
 
+import bisect
+
 from ..findings import Finding
 from ..history import History, StepObs
 from . import fixes
-from .observe import count, has_loss_scaling, is_num, median, nonfinite, sorted_steps
+from .observe import count, has_loss_scaling, is_num, nonfinite, sorted_steps
 
 CODE = "grad_explosion"
 SPIKE = 10.0
@@ -27,11 +29,17 @@ SUSTAIN = 3
 
 
 def _first_spike(norms: list[tuple[int, float]]) -> tuple[int, float, float] | None:
-    """(index into norms, ratio, median before) of the first spike."""
-    for i in range(MIN_HISTORY, len(norms)):
-        med = median(n for _, n in norms[max(0, i - WINDOW):i])
-        if med and norms[i][1] >= SPIKE * med:
-            return i, norms[i][1] / med, med
+    """(index into norms, ratio, median before) of the first spike. Norms are finite and > 0."""
+    window: list[float] = []  # the previous <= WINDOW norms, kept sorted
+    for i, (_, value) in enumerate(norms):
+        if i >= MIN_HISTORY:
+            mid = len(window) // 2
+            med = window[mid] if len(window) % 2 else (window[mid - 1] + window[mid]) / 2
+            if value >= SPIKE * med:
+                return i, value / med, med
+        if i >= WINDOW:
+            del window[bisect.bisect_left(window, norms[i - WINDOW][1])]
+        bisect.insort(window, value)
     return None
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from ..findings import Finding
 from ..history import History
 from . import fixes
-from .observe import has_loss_scaling, is_num, layer_dtype, layer_info, rows_by_step, sorted_steps
+from .observe import has_loss_scaling, is_num, layer_dtype, layer_info, rows_by_step, step_obs
 
 CODE = "grad_underflow"
 WARN_SHARE = 0.5
@@ -22,13 +22,22 @@ CRITICAL_SHARE = 0.9
 SUSTAIN = 3
 
 
-def _share(history: History, rows: list, dtype: str) -> float | None:
+def _weights(history: History) -> dict[str, tuple[str | None, float]]:
+    """layer -> (dtype, numel weight; 1 when unknown)."""
+    out = {}
+    for layer in history.run.layers:
+        info = layer_info(history, layer)
+        w = float(info.numel) if info and is_num(info.numel) and info.numel > 0 else 1.0
+        out[layer] = (layer_dtype(history, layer), w)
+    return out
+
+
+def _share(weights: dict[str, tuple[str | None, float]], rows: list, dtype: str) -> float | None:
     total = weight = 0.0
     for r in rows:
-        if layer_dtype(history, r.layer) != dtype or not is_num(r.zero_grad_ratio):
+        dt, w = weights.get(r.layer, (None, 1.0))
+        if dt != dtype or not is_num(r.zero_grad_ratio):
             continue
-        info = layer_info(history, r.layer)
-        w = float(info.numel) if info and is_num(info.numel) and info.numel > 0 else 1.0
         total += w * min(max(float(r.zero_grad_ratio), 0.0), 1.0)
         weight += w
     return total / weight if weight else None
@@ -37,16 +46,19 @@ def _share(history: History, rows: list, dtype: str) -> float | None:
 def _excess(history: History) -> list[tuple[int, float, float | None]]:
     """(step, excess zero share of float16 grads, float32 share) where scaling would help."""
     scaled = has_loss_scaling(history)
-    scales = {s.step: s.loss_scale for s in sorted_steps(history)}
+    weights = _weights(history)
+    if not any(dt == "float16" for dt, _ in weights.values()):
+        return []
     out = []
     for step, rows in rows_by_step(history).items():
-        scale = scales.get(step)
+        s = step_obs(history, step)
+        scale = s.loss_scale if s is not None else None
         if scaled and not (is_num(scale) and scale <= 1.0):
             continue
-        low = _share(history, rows, "float16")
+        low = _share(weights, rows, "float16")
         if low is None:
             continue
-        base = _share(history, rows, "float32")
+        base = _share(weights, rows, "float32")
         out.append((step, low - (base or 0.0), base))
     return out
 

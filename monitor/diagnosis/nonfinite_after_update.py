@@ -32,7 +32,7 @@ def _from_rows(history: History) -> tuple[int, list[str], list[str]] | None:
     by_step = rows_by_step(history)
     steps = {s.step: s for s in sorted_steps(history)}
     for step, rows in by_step.items():
-        prev = prev_layer_rows(by_step, step)
+        prev = prev_layer_rows(history, step)
         hit = [r for r in rows if broke_in_update(r, prev.get(r.layer), steps.get(step))]
         if hit:
             lines = [f"step {step}: {r.layer} ({layer_dtype(history, r.layer) or 'dtype unknown'}): "

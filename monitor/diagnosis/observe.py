@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..history import Event, GroupInfo, History, LayerInfo, LayerObs, StepObs
+from .index import index_of
 from .numerics import normalize_dtype
 
 __all__ = [
@@ -72,32 +73,20 @@ def median(values: Iterable[float]) -> float | None:
 
 
 def sorted_steps(history: History) -> list[StepObs]:
-    """Step observations with an integer step, ascending (the last one wins on duplicates)."""
-    by_step: dict[int, StepObs] = {}
-    for s in history.steps:
-        if isinstance(s, StepObs) and isinstance(s.step, int):
-            by_step[s.step] = s
-    return [by_step[k] for k in sorted(by_step)]
+    """Step observations with an integer step, ascending (the last one wins on duplicates). Cached:
+    do not mutate."""
+    return index_of(history).steps
 
 
 def rows_by_step(history: History) -> dict[int, list[LayerObs]]:
-    """Per-layer rows grouped by step, steps ascending, rows in their recorded (module) order."""
-    out: dict[int, list[LayerObs]] = {}
-    for r in history.layers:
-        if isinstance(r, LayerObs) and isinstance(r.step, int) and isinstance(r.layer, str):
-            out.setdefault(r.step, []).append(r)
-    return dict(sorted(out.items()))
+    """Per-layer rows grouped by step, steps ascending, rows in their recorded (module) order. Cached:
+    do not mutate."""
+    return index_of(history).by_step
 
 
-def prev_layer_rows(by_step: dict[int, list[LayerObs]], step: int) -> dict[str, LayerObs]:
+def prev_layer_rows(history: History, step: int) -> dict[str, LayerObs]:
     """For each layer, its latest row strictly before `step`."""
-    latest: dict[str, LayerObs] = {}
-    for s, rows in by_step.items():
-        if s >= step:
-            break
-        for r in rows:
-            latest[r.layer] = r
-    return latest
+    return index_of(history).prev_rows(step)
 
 
 def layer_info(history: History, layer: str) -> LayerInfo | None:
@@ -198,18 +187,9 @@ def as_float(x: Any) -> float | None:
 
 
 def params_broken_before(history: History, module: str, step: int) -> bool:
-    """Some parameters of `module` (or of a module inside it) were non-finite going into `step`."""
-    def mine(layer: str) -> bool:
-        return layer == module or layer.startswith(module + ".") or module == ""
-
-    for r in history.layers:
-        if not isinstance(r, LayerObs) or not isinstance(r.layer, str) or not isinstance(r.step, int):
-            continue
-        if not mine(r.layer):
-            continue
-        if (r.step < step and count(r.param_nonfinite)) or (r.step == step and count(r.param_nonfinite_before)):
-            return True
-    return False
+    """Some parameters of `module` (or of a module inside it; "" = any) were non-finite going into
+    `step`."""
+    return index_of(history).params_broken_before(module, step)
 
 
 def forward_origins(history: History) -> list[Event]:
@@ -264,7 +244,7 @@ def first_nonfinite_grads(history: History) -> tuple[int, list[LayerObs]] | None
 
 
 def step_obs(history: History, step: int) -> StepObs | None:
-    return next((s for s in sorted_steps(history) if s.step == step), None)
+    return index_of(history).step_map.get(step)
 
 
 ROOT = "<root>"  # the model itself, as the watcher names it in activation rows and localisation
