@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -42,7 +42,6 @@ class RunResult:
     seconds: float
     findings: list[Any] | None = None
     url: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def losses(self) -> list[float]:

@@ -170,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. the metrics port is taken
+        hint = "; pass --port 0 (any free port) or --port none" if args.watch and args.port else ""
+        print(f"error: {exc}{hint}", file=sys.stderr)
+        return 2
     return 0
 
 
