@@ -70,8 +70,10 @@ def _port(text: str) -> int | None:
     return port
 
 
-def add_training_args(p: argparse.ArgumentParser, steps: int = 50) -> None:
-    """The options shared by this command and `slat-monitor demo`."""
+def add_training_args(
+    p: argparse.ArgumentParser, steps: int = 50, port: int | None = 9108, precision: str = "auto", fault: str = "none"
+) -> None:
+    """The options shared by this command and `slat-monitor demo` (which changes the defaults)."""
     p.add_argument(
         "--config",
         choices=sorted(MODEL_PRESETS),
@@ -81,14 +83,21 @@ def add_training_args(p: argparse.ArgumentParser, steps: int = 50) -> None:
     p.add_argument(
         "--precision",
         choices=("auto", *PRECISIONS),
-        default="auto",
-        help="precision mode; auto: the one the fault is meant for (see below)",
+        default=precision,
+        help=f"precision mode; auto: the one the fault is meant for; default {precision}",
     )
-    p.add_argument("--fault", choices=FAULTS, default="none", help="fault to inject (see below); default none")
+    p.add_argument(
+        "--fault",
+        choices=FAULTS,
+        default=fault,
+        help=f"fault to inject (signatures: python -m trainer_example.train --help); default {fault}",
+    )
     p.add_argument("--fault-step", type=int, default=10, help="step (from 1) the fault starts at; default 10")
     p.add_argument("--steps", type=int, default=steps, help=f"optimizer steps; default {steps}")
     p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate; default 1e-4 (TRELLIS)")
-    p.add_argument("--eps", type=float, default=None, help="AdamW eps; default: see below")
+    p.add_argument(
+        "--eps", type=float, default=None, help="AdamW eps; default 1e-8, 1e-4 for fp16-naive without eps-underflow"
+    )
     p.add_argument("--amsgrad", action="store_true", help="AdamW(amsgrad=True)")
     p.add_argument("--clip", type=float, default=None, help="clip the global grad norm to this; default off")
     p.add_argument("--seed", type=int, default=0, help="seed of the model init and the data; default 0")
@@ -97,8 +106,9 @@ def add_training_args(p: argparse.ArgumentParser, steps: int = 50) -> None:
     p.add_argument(
         "--port",
         type=_port,
-        default=9108,
-        help="metrics endpoint port of the watched run: N, 0 (any free port) or none; default 9108",
+        default=port,
+        help="metrics endpoint port of the watched run: N, 0 (any free port) or none; "
+        f"default {'none' if port is None else port}",
     )
     p.add_argument("--every", type=int, default=1, help="monitor samples every N steps; default 1")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads; default 1 on the CPU")

@@ -33,8 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_training_args(p, steps=50)
-    p.set_defaults(precision="fp16-naive", fault="eps-underflow", port=None)
+    add_training_args(p, steps=50, port=None, precision="fp16-naive", fault="eps-underflow")
     p.add_argument(
         "--record", default=None, help="run record path; default runs/demo-<fault>-<time>.sqlite (never reused)"
     )
