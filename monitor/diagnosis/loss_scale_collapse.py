@@ -12,7 +12,8 @@ else counted from StepObs.skipped), critical at the first step j where either
      9 skips in 20 steps is not critical.
   A run of > MAX_SETTLE (32) skipped steps from the start is critical too (scale lost > 2**32).
 Warning instead: after settling, >= WARN_SHARE (10%) of at least 20 steps skipped (>= 5 skips).
-first_step: the earliest skipped step from which on >= 50% of the steps up to j were skipped.
+first_step: where the skipping began - walking back from j over skipped steps until a stretch of
+CLEAN_GAP (10) clean steps, never into the settling phase of a run that had a clean step before j.
 Localised modules (events "localized") are named: the first forward output (or backward gradient)
 that went non-finite explains why backing off cannot help.
 """
@@ -22,13 +23,14 @@ from __future__ import annotations
 from ..findings import Finding, Fix
 from ..history import History, StepObs
 from . import fixes
-from .observe import has_loss_scaling, is_num, localized_events, sorted_steps
+from .observe import forward_origins, has_loss_scaling, is_num, localized_events, sorted_steps
 
 CODE = "loss_scale_collapse"
 SCALE_FLOOR = 1.0
 WINDOW = 20
 MIN_SKIPS = 10
 MAX_SETTLE = 32
+CLEAN_GAP = 10
 WARN_SHARE = 0.1
 
 
@@ -66,31 +68,45 @@ def _detect(series: list[tuple[StepObs, int]]) -> int | None:
 
 
 def _start(series: list[tuple[StepObs, int]], j: int) -> int:
-    """Index of the earliest skipped step from which >= 50% of the steps up to j were skipped."""
-    best = j
-    end_step, end_k = series[j][0].step, series[j][1]
-    for i in range(j, -1, -1):
+    """Index of the step where the collapse detected at j began: walking back from j over the skips,
+    stopping at a stretch of >= CLEAN_GAP clean steps, and never entering the settling phase (the
+    skips before the first clean step) unless the run never had a clean step before j."""
+    first_clean = next((s.step for s, _ in series if not s.skipped), None)
+    settled = first_clean is not None and first_clean < series[j][0].step
+    start, clean = j, 0
+    for i in range(j, 0, -1):
         s, k = series[i]
-        before_k = series[i - 1][1] if i else k - int(bool(s.skipped))
-        before_step = series[i - 1][0].step if i else s.step - 1
-        if (end_k - before_k) * 2 < end_step - before_step:
-            break
-        if s.skipped:
-            best = i
-    return best
+        prev, prev_k = series[i - 1]
+        if settled and s.step <= first_clean:
+            return start
+        if k > prev_k or s.skipped:
+            start, clean = i, 0
+        else:
+            clean += s.step - prev.step
+            if clean >= CLEAN_GAP:
+                return start
+    return 0 if series[0][0].skipped and not settled else start
 
 
 def _localized_lines(history: History) -> tuple[list[str], list[str], str | None]:
-    lines, layers, forward = [], [], None
-    for e in localized_events(history):
+    """(evidence, layers, forward-origin module): the first module whose forward output went
+    non-finite by itself (see observe.forward_origins), else the first non-finite backward gradient."""
+    forward = forward_origins(history)
+    if forward:
+        e = forward[0]
         d = e.detail
-        lines.append(f"step {e.step}: first non-finite {d.get('direction', '?')} value in {e.layer} "
-                     f"({d.get('dtype', '?')}, input abs-max {d.get('in_absmax', '?')}, "
-                     f"output abs-max {d.get('out_absmax', '?')})")
-        layers.append(e.layer)
-        if forward is None and d.get("direction") == "forward":
-            forward = e.layer
-    return lines[:4], list(dict.fromkeys(layers)), forward
+        steps = sorted({x.step for x in forward if x.layer == e.layer})
+        line = (f"step {e.step}: first non-finite forward output in {e.layer} ({d.get('dtype', '?')}, "
+                f"input abs-max {d.get('in_absmax', '?')}, output abs-max {d.get('out_absmax', '?')})")
+        if len(steps) > 1:
+            line += f"; again on steps {', '.join(map(str, steps[1:6]))}"
+        return [line], [e.layer], e.layer
+    backward = localized_events(history, "backward")
+    if backward:
+        e = backward[0]
+        return ([f"step {e.step}: first non-finite gradient in the backward pass at {e.layer} "
+                 f"({e.detail.get('dtype', '?')}); no forward output was non-finite"], [e.layer], None)
+    return [], [], None
 
 
 def _fixes(history: History, forward: str | None) -> list[Fix]:

@@ -6,7 +6,7 @@ finite going into that step - see observe.forward_origins). Without events, the 
 module order, the model's own "<root>" row excluded) with LayerObs.activation_nonfinite > 0 is used,
 but only at steps without forward events and with every parameter finite going in.
 Severity: critical when no loss scaling is in use (the step writes NaN/Inf into the weights) or the
-module produced non-finite outputs on >= REPEAT_STEPS (3) distinct steps; warning for a one-off under
+module produced non-finite outputs on >= REPEAT_STEPS (2) distinct steps; warning for a one-off under
 a loss scaler (the step is skipped, training goes on).
 """
 
@@ -29,7 +29,7 @@ from .observe import (
 )
 
 CODE = "nonfinite_forward"
-REPEAT_STEPS = 3
+REPEAT_STEPS = 2
 
 
 def _origin(history: History) -> tuple[str, int, str, list[int]] | None:

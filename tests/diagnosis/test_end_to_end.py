@@ -37,8 +37,9 @@ NEEDS_WATCHER = {  # what the run record must carry for the signature; see docs/
 def train(tmp: Path, name: str, **cfg: object) -> tuple[object, list[Finding]]:
     """A watched tiny run with a run record; (RunResult, diagnose(record))."""
     record = tmp / f"{name}.sqlite"
-    config = trainer.TrainConfig(config="tiny", steps=STEPS, fault_step=FAULT_STEP, device="cpu", watch=True,
-                                 port=None, record=str(record), **cfg)
+    settings = {"config": "tiny", "steps": STEPS, "fault_step": FAULT_STEP, "device": "cpu", "watch": True,
+                "port": None, "record": str(record), **cfg}
+    config = trainer.TrainConfig(**settings)
     result = trainer.run(config)
     return result, monitor.diagnose(record)
 
@@ -97,3 +98,14 @@ def test_trellis_162_end_to_end_and_fixes(runs_dir: Path) -> None:
     eps_fix = next(f for f in top.fixes if f.kind == "eps")
     fixed, _ = train(runs_dir, "trellis-162-eps", **apply_fix(eps_fix))
     assert all(math.isfinite(x) for x in fixed.losses)
+
+
+@pytest.mark.parametrize("precision", ["amp", "inflat_all"])
+def test_overflow_under_a_loss_scaler_is_a_collapse_naming_the_module(precision: str, runs_dir: Path) -> None:
+    """With a scaler the overflowing steps are skipped and the scale keeps falling; localisation (armed on
+    the next step, weights still finite) names the attention core whose fp16 logits overflowed."""
+    _, found = train(runs_dir, f"overflow-{precision}", fault="overflow", precision=precision, steps=30)
+    top = found[0]
+    assert (top.code, top.severity, top.first_step) == ("loss_scale_collapse", "critical", FAULT_STEP)
+    assert top.layers == ("encoder.blocks.0.attn.core",)
+    assert top.fixes[0].kind == "dtype" and "encoder.blocks.0.attn.core" in top.fixes[0].snippet

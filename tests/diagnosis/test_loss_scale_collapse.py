@@ -75,3 +75,12 @@ def test_skipped_total_counts_skips_between_sparse_samples() -> None:
     h.steps = [s for s in h.steps if s.step % 4 == 0]
     [f] = loss_scale_collapse.rule(h)
     assert f.severity == "critical"
+
+
+def test_collapse_start_excludes_settling_and_old_skips() -> None:
+    """GradScaler's first-step back-off is settling, not the start of a collapse from step 5."""
+    [f] = loss_scale_collapse.rule(gradscaler_run(settle=1, later_skips=list(range(5, 40)), steps=40))
+    assert f.first_step == 5
+    # an isolated skip long before the collapse is not its start either
+    [g] = loss_scale_collapse.rule(gradscaler_run(settle=2, later_skips=[20] + list(range(50, 80)), steps=80))
+    assert g.first_step == 50
