@@ -9,7 +9,7 @@ counts to the host in one transfer and reports the first hit of each direction.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -17,7 +17,7 @@ from torch import nn
 
 from .history import Event
 
-__all__ = ["Localizer", "output_tensors"]
+__all__ = ["Localizer", "OutputProbe", "output_tensors"]
 
 
 def output_tensors(value: Any, depth: int = 0) -> Iterator[torch.Tensor]:
@@ -32,17 +32,50 @@ def output_tensors(value: Any, depth: int = 0) -> Iterator[torch.Tensor]:
         if isinstance(inner, torch.Tensor):
             yield from output_tensors(inner, depth)
             return
-    if depth < 2 and isinstance(value, (tuple, list)):
+    if depth >= 2:
+        return
+    if isinstance(value, (tuple, list)):
         for v in value:
             yield from output_tensors(v, depth + 1)
-    elif depth < 2 and isinstance(value, dict):
+    elif isinstance(value, dict):
         for v in value.values():
+            yield from output_tensors(v, depth + 1)
+    elif hasattr(value, "__dict__") and not isinstance(value, (nn.Module, type)):
+        for v in vars(value).values():  # dataclass-like outputs (e.g. a VAE's `.pred`, `.mean`)
             yield from output_tensors(v, depth + 1)
 
 
 def _absmax(ts: list[torch.Tensor], device: torch.device) -> torch.Tensor:
     vals = [t.detach().abs().amax().float().to(device) for t in ts if t.numel()]
     return torch.stack(vals).amax() if vals else torch.zeros((), device=device)
+
+
+class OutputProbe:
+    """Counts non-finite elements of the model's own output (root forward hook) on the iterations
+    the watcher will sample: it tells an overflow inside the model from a non-finite loss on the
+    same step, without waiting for localisation. Device-side; read with the step's transfer."""
+
+    def __init__(self, model: nn.Module, wanted: Callable[[], bool]) -> None:
+        self._wanted = wanted
+        self.count: torch.Tensor | None = None
+        self._handle = model.register_forward_hook(self._hook)
+
+    def _hook(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        if not torch.is_grad_enabled() or not self._wanted():  # skip eval passes and unsampled steps
+            return
+        outs = list(output_tensors(output))
+        if outs:
+            dev = outs[0].device
+            n = sum((~torch.isfinite(t.detach())).sum().to(dev) for t in outs)
+            self.count = n if self.count is None else self.count + n.to(self.count.device)
+
+    def take(self) -> torch.Tensor | None:
+        """The count accumulated since the last take() (all micro-batches of an iteration)."""
+        count, self.count = self.count, None
+        return count
+
+    def remove(self) -> None:
+        self._handle.remove()
 
 
 class Localizer:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import queue
 import sqlite3
@@ -18,7 +19,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import RecordError
+from .errors import ConfigError, RecordError
 from .history import Event, History, LayerObs, RunInfo, StepObs
 
 __all__ = ["RecordWriter", "read_record"]
@@ -44,8 +45,17 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
+_NAN = "NaN"  # SQLite stores a float NaN as NULL ("not measured"); keep it as text instead
+
+
 def _encode(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return _NAN
     return json.dumps(value) if isinstance(value, (list, tuple, dict)) else value
+
+
+def _decode(value: Any) -> Any:
+    return math.nan if value == _NAN else value
 
 
 class RecordWriter:
@@ -53,6 +63,9 @@ class RecordWriter:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
+        if Path(self.path).exists() and Path(self.path).stat().st_size > 0:
+            raise ConfigError(f"watch(): record={self.path!r} already exists; pass a new path (one record per "
+                              "run and rank) or remove the file - an existing record is never overwritten")
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = _connect(self.path)  # fail here, in the caller, on a bad path
         conn.executescript(_SCHEMA)
@@ -113,7 +126,7 @@ class RecordWriter:
                     [_encode(s[c]) for c in _STEP_COLS])
                 self._conn.executemany(
                     f"INSERT OR REPLACE INTO slatmon_layers VALUES ({', '.join('?' * len(_LAYER_COLS))})",
-                    [[getattr(r, c) for c in _LAYER_COLS] for r in rows])
+                    [[_encode(getattr(r, c)) for c in _LAYER_COLS] for r in rows])
                 self._insert_events(events)
 
     def _insert_events(self, events: list[Event]) -> None:
@@ -145,11 +158,11 @@ def _load(conn: sqlite3.Connection) -> History:
     meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM slatmon_meta")}
     steps = []
     for row in conn.execute(f"SELECT {', '.join(_STEP_COLS)} FROM slatmon_steps ORDER BY step"):
-        d = dict(zip(_STEP_COLS, row))
+        d = {c: _decode(v) for c, v in zip(_STEP_COLS, row)}
         d["lr"], d["eps"] = tuple(json.loads(d["lr"] or "[]")), tuple(json.loads(d["eps"] or "[]"))
         d["sampled"], d["skipped"] = bool(d["sampled"]), bool(d["skipped"])
         steps.append(StepObs(**d))
-    layers = [LayerObs(**dict(zip(_LAYER_COLS, row))) for row in conn.execute(
+    layers = [LayerObs(**{c: _decode(v) for c, v in zip(_LAYER_COLS, row)}) for row in conn.execute(
         f"SELECT {', '.join(_LAYER_COLS)} FROM slatmon_layers ORDER BY step, rowid")]
     events = [Event(step=s, kind=k, layer=layer, tensor=t, detail=json.loads(d or "{}")) for s, k, layer, t, d
               in conn.execute("SELECT step, kind, layer, tensor, detail FROM slatmon_events ORDER BY id")]

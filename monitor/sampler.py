@@ -17,7 +17,9 @@ from .history import LayerObs
 from .layers import LayerMap
 from .probes import DeviceBatch
 
-__all__ = ["SampledStep", "StepSampler"]
+__all__ = ["ROOT", "SampledStep", "StepSampler"]
+
+ROOT = "[output]"  # pseudo-layer of the model's own output (activation_nonfinite only)
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,9 @@ class StepSampler:
         return self._batch is not None
 
     def begin(self, step: int, loss: torch.Tensor | None, scale: torch.Tensor | float | None,
-              grads_scaled_by: float = 1.0) -> None:
-        """Before the update. `grads_scaled_by`: the loss scale the model's grads still carry."""
+              grads_scaled_by: float = 1.0, output_nonfinite: torch.Tensor | None = None) -> None:
+        """Before the update. `grads_scaled_by`: the loss scale the model's grads still carry;
+        `output_nonfinite`: the model output's NaN+Inf count this iteration (OutputProbe)."""
         b = self._batch = DeviceBatch()
         self._step, self._grad_divisor = step, grads_scaled_by or 1.0
         params = self.layers.params
@@ -91,6 +94,8 @@ class StepSampler:
             b.add_scalar("loss", loss)
         if isinstance(scale, torch.Tensor):
             b.add_scalar("scale", scale)
+        if output_nonfinite is not None:
+            b.add_scalar("out_nonfinite", output_nonfinite)
         self._scale = None if isinstance(scale, torch.Tensor) else scale
         self._grads = grads
         if self.update_ratio:
@@ -124,10 +129,12 @@ class StepSampler:
         rows = self._layer_rows(v, state)
         if self.master:
             rows.append(self._master_row(v))
+        if "out_nonfinite" in v:
+            rows.append(LayerObs(step=self._step, layer=ROOT, activation_nonfinite=int(v["out_nonfinite"][0] or 0)))
         scale = v["scale"][0] if "scale" in v else self._scale
         return SampledStep(
             step=self._step, rows=tuple(rows), loss=v["loss"][0] if "loss" in v else None, loss_scale=scale,
-            grad_norm_total=_l2([r.grad_norm for r in rows if r.layer != "[master]"]),
+            grad_norm_total=_l2([r.grad_norm for r in rows if r.layer not in ("[master]", ROOT)]),
             grad_nonfinite=int(_sum(v["g_nonfinite"]) or 0), param_nonfinite=int(_sum(v["p_nonfinite"]) or 0))
 
     def _count_nonfinite(self, v: dict[str, list[float | None]]) -> dict[str, list[float | None]]:

@@ -14,7 +14,7 @@ from .findings import Finding
 from .history import Event, History, LayerObs, RunInfo, StepObs
 from .localize import Localizer
 from .record import RecordWriter
-from .sampler import SampledStep
+from .sampler import ROOT, SampledStep
 from .snapshot import Snapshot
 
 if TYPE_CHECKING:
@@ -59,8 +59,13 @@ class Tracker:
             self._writer.put_meta("preflight", [f.to_dict() for f in preflight])
 
     def should_sample(self, step: int) -> bool:
-        force, self._force_sample = self._force_sample, False
-        return force or (step - 1) % self._w.every == 0
+        """Whether `step` is sampled; consumes a forced sample."""
+        sample = self.will_sample(step)
+        self._force_sample = False
+        return sample
+
+    def will_sample(self, step: int) -> bool:
+        return self._force_sample or (step - 1) % self._w.every == 0
 
     def sampled_step(self, s: SampledStep, info: RunInfo) -> None:
         groups = self._w.optimizer.param_groups
@@ -81,12 +86,19 @@ class Tracker:
         self.snapshot = Snapshot(run=self._w.run, rank=self._w.rank, last=obs, loss=s.loss, rows=tuple(rows),
                                  layer_info=dict(info.layers), param_nonfinite_first=first, lr=lr, eps=eps)
 
-    def skipped_step(self, step: int, scale: float | None) -> None:
+    def skipped_step(self, step: int, scale: float | None, loss: float | None, output_nonfinite: int | None) -> None:
+        """A step the loss scaler skipped: its loss and the model output's non-finite count (when that
+        iteration's forward was probed) are kept, since a skip hides the moment of failure."""
         c = self._w.counters
         obs = StepObs(step=step, time=c.time, sampled=False, skipped=True, skipped_total=c.skipped_steps,
-                      loss_scale=scale)
-        rows = self._merge_activations(step, [])
-        self._append(obs, rows, [])
+                      loss=loss, loss_scale=scale)
+        rows = [] if output_nonfinite is None else [
+            LayerObs(step=step, layer=ROOT, activation_nonfinite=output_nonfinite)]
+        events = []
+        if _nonfinite(loss) and "loss" not in self._seen:
+            self._seen.add("loss")
+            events.append(Event(step, "nonfinite", None, "loss", {"value": str(loss), "skipped": True}))
+        self._append(obs, self._merge_activations(step, rows), events)
         self._arm()
 
     # -- localisation -------------------------------------------------------------------

@@ -27,6 +27,7 @@ from .config import check_args, default_rank, default_run
 from .findings import Finding
 from .history import History, RunInfo
 from .layers import LayerMap
+from .localize import OutputProbe
 from .preflight import describe, lint
 from .sampler import StepSampler
 from .scaling import CustomScaleTap, GradScalerTap, scaler_kind
@@ -90,6 +91,7 @@ class Watcher:
             optimizer.register_load_state_dict_post_hook(self._on_load_state_dict),
             model.register_forward_pre_hook(self._pre_forward),
         ]
+        self._output = OutputProbe(model, lambda: self.tracker.will_sample(self.counters.step + 1))
         self.url: str | None = None
         self._server = None
         self._target = None
@@ -124,6 +126,7 @@ class Watcher:
         for h in self._handles:
             h.remove()
         self._handles = []
+        self._output.remove()
         if self._scaler_tap is not None:
             self._scaler_tap.remove()
         self.tracker.close()
@@ -156,7 +159,9 @@ class Watcher:
         self.tracker.resolve_localization(step)
         if self.tracker.should_sample(step):
             scale, divisor = self._scale_now()
-            self._sampler.begin(step, self._loss, scale, divisor)
+            self._sampler.begin(step, self._loss, scale, divisor, self._output.take())
+        else:
+            self._output.take()
 
     @_guarded
     def _post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
@@ -195,7 +200,9 @@ class Watcher:
         self.counters.skipped_steps += 1
         step = self._advance()
         self.tracker.resolve_localization(step)
-        self.tracker.skipped_step(step, self._scale_value())
+        out = self._output.take()
+        loss = None if self._loss is None else float(self._loss.float())  # syncs; skipped steps are rare
+        self.tracker.skipped_step(step, self._scale_value(), loss, None if out is None else int(out))
 
     def _scale_now(self) -> tuple[torch.Tensor | float | None, float]:
         """(loss scale for this step, the scale the model's grads still carry)."""

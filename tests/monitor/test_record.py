@@ -53,7 +53,7 @@ def test_sigkill_mid_run_leaves_a_readable_record(tmp_path):
     assert h.run.run == "killed" and h.run.optimizer == "AdamW"
     steps = [s.step for s in h.steps]
     assert len(steps) >= 10 and steps == list(range(1, len(steps) + 1))
-    assert {r.layer for r in h.layer_rows(1)} == {"0", "2"}
+    assert {r.layer for r in h.layer_rows(1)} == {"0", "2", "[output]"}
 
 
 def test_missing_record_is_a_clear_error(tmp_path):
@@ -72,3 +72,40 @@ def test_not_a_record_is_a_clear_error(tmp_path):
     sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.commit()
     with pytest.raises(RecordError, match="not a slat-monitor run record"):
         read_record(other)
+
+
+def test_existing_record_is_never_overwritten(tmp_path):
+    import torch
+
+    import monitor
+
+    path = tmp_path / "run.sqlite"
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor.watch(model, opt, port=None, record=path).close()
+    size = path.stat().st_size
+    with pytest.raises(monitor.ConfigError, match="already exists"):
+        monitor.watch(model, opt, port=None, record=path)
+    assert path.stat().st_size == size and read_record(path).run.optimizer == "SGD"
+
+
+def test_nan_survives_the_record(tmp_path):
+    import math
+
+    import torch
+
+    import monitor
+
+    path = tmp_path / "nan.sqlite"
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with monitor.watch(model, opt, port=None, record=path) as w:
+        loss = model(torch.tensor([[float("nan"), 1.0, 1.0]])).sum()
+        w.observe_loss(loss)
+        loss.backward()
+        opt.step()
+    h = read_record(path)
+    assert math.isnan(h.steps[0].loss) and math.isnan(h.steps[0].grad_norm_total)
+    rows = {r.layer: r for r in h.layers}
+    assert math.isnan(rows["<root>"].grad_norm) and rows["<root>"].grad_nonfinite == 1  # the weight grad is x
+    assert rows["[output]"].activation_nonfinite == 1
