@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -71,23 +72,30 @@ def check_mode(mode: str, config: str, steps: int, device: str, batch_size: int 
     start = time.perf_counter()
     result = run(cfg, on_step=lambda _: stamps.append(time.perf_counter()))  # loss.item() syncs per step
     times = [b - a for a, b in zip([start, *stamps], stamps)]
+    out = _summary(result, mode, fault, times)
+    if device == "cuda":
+        out["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return out
+
+
+def _summary(result: Any, mode: str, fault: str, times: list[float]) -> dict[str, Any]:
     params = dict(result.model.named_parameters())
     bad = [n for n, p in params.items() if not bool(torch.isfinite(p).all())]
     fp16 = [n for n, p in params.items() if p.dtype == torch.float16]
     losses = result.losses
     first = result.steps[0].nonfinite_params
-    out: dict[str, Any] = {
+    return {
         "check": "mode",
         "mode": mode,
         "fault": fault,
         "eps": result.eps,
-        "config": config,
-        "batch_size": mcfg.batch_size,
+        "config": result.config.config,
+        "batch_size": result.config.model_config().batch_size,
         "voxels_per_batch": [s.voxels for s in result.steps],
-        "steps": steps,
+        "steps": len(result.steps),
         "first_step_ms": round(1000 * times[0], 1),
         "ms_per_step": round(1000 * statistics.median(times[1:] or times), 1),
-        "losses": [round(x, 5) if x == x else None for x in losses],
+        "losses": [round(x, 5) if _finite(x) else None for x in losses],
         "first_nonfinite_loss_step": next((i + 1 for i, x in enumerate(losses) if not _finite(x)), None),
         "nonfinite_params_at_end": len(bad),
         "fp16_params": len(fp16),
@@ -96,13 +104,10 @@ def check_mode(mode: str, config: str, steps: int, device: str, batch_size: int 
         "fp16_params_nonfinite_after_step1": sum(n in fp16 for n in first),
         "fp32_params_nonfinite_after_step1": sum(n not in fp16 for n in first),
     }
-    if device == "cuda":
-        out["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-    return out
 
 
 def _finite(x: float) -> bool:
-    return x == x and abs(x) != float("inf")
+    return math.isfinite(x)
 
 
 def main(argv: list[str] | None = None) -> int:
