@@ -4,13 +4,14 @@ Fires (critical) at the first step s with non-finite gradients when
 - no loss scaling is in use (RunInfo.scaler "none"/"disabled" and no loss scale != 1 observed),
 - float16 is involved (float16 parameters, or float16 autocast when RunInfo records it),
 - parameters were finite going into s (otherwise NaN weights, not an overflow, made the gradients), and
-- the evidence points at an overflow rather than a non-finite loss: the loss at s was finite or not
-  observed (the overflow happened in the backward pass), or the model's output was already non-finite
-  at s (the watcher's "<root>" activation row: the forward overflowed), or a forward-origin
-  localisation names a float16 module whose output abs-max is >= 65504 / non-finite, or only float16
-  layers have non-finite gradients while float32 layers' gradients are finite (a NaN loss would
-  reach every layer).
-A non-finite loss with none of that is left to nonfinite_loss.
+- the evidence does not clear the forward pass: the loss at s was finite or not observed (the overflow
+  happened in the backward pass), or activations at s (the watcher's "<root>" model-output row
+  included) were non-finite, or a forward-origin localisation names a float16 module whose output
+  abs-max is >= 65504 / non-finite, or only float16 layers have non-finite gradients while float32
+  layers' gradients are finite (a NaN loss would reach every layer), or - the ambiguous case - the
+  loss was non-finite and the activations were not checked at s (with float16 and no scaler the
+  overflow is the likelier cause; the evidence says so, and nonfinite_loss is then a warning).
+Only a non-finite loss with activations measured finite at s is left to nonfinite_loss.
 Layers: the overflowing module when localised, else the float16 layers with non-finite gradients.
 """
 
@@ -21,6 +22,7 @@ from ..history import History
 from . import fixes
 from .numerics import FORMATS
 from .observe import (
+    activation_state,
     as_float,
     first_nonfinite_grads,
     fmt_layers,
@@ -30,7 +32,6 @@ from .observe import (
     layer_dtype,
     loss_state,
     params_broken_before,
-    root_output_nonfinite,
     rows_by_step,
     step_obs,
 )
@@ -76,13 +77,18 @@ def rule(history: History) -> list[Finding]:
     fp32_ok = [r.layer for r in rows_by_step(history).get(step, [])
                if layer_dtype(history, r.layer) == "float32" and r.grad_nonfinite == 0]
     confined = bool(low_bad) and len(low_bad) == len(bad) and bool(fp32_ok)
-    forward = root_output_nonfinite(history, step) is True
-    if loss == "nonfinite" and module is None and not confined and not forward:
-        return []
+    acts = activation_state(history, step)
+    ambiguous = loss == "nonfinite" and module is None and not confined and acts != "nonfinite"
+    if ambiguous and acts == "finite":
+        return []  # measured finite activations: the loss itself (nonfinite_loss)
     lines = _evidence(history, step, bad, loss, fp32_ok if confined else [])
-    if forward:
-        lines.append(f"step {step}: the model's output was already non-finite with finite parameters: "
+    if acts == "nonfinite":
+        lines.append(f"step {step}: the model's activations were already non-finite with finite parameters: "
                      "the overflow happened in the forward pass")
+    elif ambiguous:
+        lines.append(f"step {step}: the loss was non-finite and the activations were not checked on this step; "
+                     "with float16 and no loss scaling a forward overflow is the likely cause, a non-finite "
+                     "loss term would look the same (see nonfinite_loss)")
     layers = low_bad or bad
     if module:
         layers = [module[0]]

@@ -2,14 +2,15 @@
 in the loss itself).
 
 At the first step s whose loss is non-finite (StepObs.loss, or a "nonfinite" event for tensor "loss"),
-with parameters finite going into s. Not reported when the model's output was non-finite at s (the
-watcher's "<root>" activation row), when a forward-origin localisation names a module at steps
+with parameters finite going into s. Not reported when activations at s were non-finite (including the
+watcher's "<root>" model-output row), when a forward-origin localisation names a module at steps
 s..s+LOOKAHEAD (3) (nonfinite_forward explains it), nor when only float16 layers got non-finite
 gradients at s while float32 layers stayed finite (an overflow, see grad_overflow_no_scaler).
 Activations count as checked-finite where a step with a non-finite loss has per-layer
 activation_nonfinite measurements that are all 0; otherwise the evidence says they were not checked.
 Severity: critical, except warning when a loss scaler skipped every affected step and there were
-fewer than REPEAT_STEPS (3) of them.
+fewer than REPEAT_STEPS (3) of them, or when the activations were not checked in a float16 run without
+loss scaling (a forward overflow is the likelier cause there; grad_overflow_no_scaler says so).
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from ..findings import Finding
 from ..history import Event, History
 from . import fixes
 from .observe import (
+    activation_state,
     count,
     forward_origins,
+    fp16_involved,
     has_loss_scaling,
     layer_dtype,
     nonfinite,
     params_broken_before,
-    root_output_nonfinite,
     rows_by_step,
     sorted_steps,
 )
@@ -67,7 +69,7 @@ def rule(history: History) -> list[Finding]:
     step = bad_steps[0]
     if params_broken_before(history, "", step) or _overflow_pattern(history, step):
         return []
-    if root_output_nonfinite(history, step):
+    if activation_state(history, step) == "nonfinite":
         return []
     if any(step <= e.step <= step + LOOKAHEAD for e in forward_origins(history)):
         return []
@@ -87,6 +89,11 @@ def rule(history: History) -> list[Finding]:
     mild = has_loss_scaling(history) and all_skipped and len(bad_steps) < REPEAT_STEPS
     if mild:
         lines.append("the loss scaler skipped the affected step(s)")
+    # unchecked activations, float16 and no scaler: a forward overflow (grad_overflow_no_scaler) is likelier
+    rival = checked is None and fp16_involved(history) and not has_loss_scaling(history)
+    if rival:
+        lines.append("float16 without loss scaling: a forward overflow looks the same; see grad_overflow_no_scaler")
     title = (f"Non-finite loss at step {step}: activations finite, so the loss computation itself"
              if checked is not None else f"Non-finite loss at step {step} with finite parameters")
-    return [Finding(CODE, "warning" if mild else "critical", title, lines, step, (), [fixes.loss_eps_fix()])]
+    severity = "warning" if mild or rival else "critical"
+    return [Finding(CODE, severity, title, lines, step, (), [fixes.loss_eps_fix()])]

@@ -17,6 +17,7 @@ from .numerics import normalize_dtype
 
 __all__ = [
     "NO_SCALER",
+    "activation_state",
     "adam_family",
     "as_float",
     "count",
@@ -257,3 +258,13 @@ def root_output_nonfinite(history: History, step: int) -> bool | None:
               if isinstance(r, LayerObs) and r.step == step and r.layer == ROOT]
     known = [c for c in counts if c is not None]
     return bool(max(known)) if known else None
+
+
+def activation_state(history: History, step: int) -> str:
+    """'nonfinite' when any activation row at `step` (the model output "<root>" included) counted
+    non-finite elements, 'finite' when some were measured and all were 0, else 'unknown'."""
+    measured = [count(r.activation_nonfinite) for r in rows_by_step(history).get(step, [])]
+    known = [c for c in measured if c is not None]
+    if not known:
+        return "unknown"
+    return "nonfinite" if any(known) else "finite"

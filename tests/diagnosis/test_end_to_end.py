@@ -30,7 +30,6 @@ EXPECTED_TOP = {
 }
 NEEDS_WATCHER = {  # what the run record must carry for the signature; see docs/diagnosis.md
     "loss-nan": "the watcher must record the loss of a skipped step (NaN) or a loss event there",
-    "overflow": "the watcher must record the model output's non-finite count (<root> row) on the bad step",
 }
 
 

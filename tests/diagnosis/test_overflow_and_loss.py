@@ -62,11 +62,29 @@ def test_only_fp16_grads_bad_while_fp32_fine_is_overflow() -> None:
     assert nonfinite_loss.rule(h) == []
 
 
-def test_ambiguous_nan_loss_is_left_to_nonfinite_loss() -> None:
+def test_ambiguous_nan_loss_in_fp16_without_scaler_prefers_overflow() -> None:
+    """Loss NaN, all grads NaN, activations unchecked: both causes look alike; the fp16 overflow leads."""
     h = broken_from(5)
+    [f] = grad_overflow_no_scaler.rule(h)
+    assert f.severity == "critical" and any("not checked" in e for e in f.evidence)
+    [g] = nonfinite_loss.rule(h)
+    assert (g.severity, g.first_step) == ("warning", 5) and any("not checked" in e for e in g.evidence)
+    found = [x.code for x in run_rules(h)]
+    assert found[0] == "grad_overflow_no_scaler" and "nonfinite_loss" in found
+
+
+def test_measured_finite_output_makes_it_the_loss() -> None:
+    h = broken_from(5)
+    root_row(h, 5, 0)  # the model's output was finite at the bad step
     assert grad_overflow_no_scaler.rule(h) == []
-    [f] = nonfinite_loss.rule(h)
-    assert f.first_step == 5 and any("not checked" in e for e in f.evidence)
+    [g] = nonfinite_loss.rule(h)
+    assert g.severity == "critical" and "activations finite" in g.title
+
+
+def test_fp32_nan_loss_is_the_loss() -> None:
+    h = broken_from(5, layers=FP32_MODEL)
+    assert grad_overflow_no_scaler.rule(h) == []
+    assert nonfinite_loss.rule(h)[0].severity == "critical"
 
 
 def test_quiet_with_a_scaler_or_without_fp16() -> None:
@@ -158,7 +176,8 @@ def test_record_style_nan_loss_event_counts_as_nonfinite() -> None:
     """SQLite stores a NaN loss as NULL: the "nonfinite"/"loss" event must still make the loss non-finite."""
     h = broken_from(5)
     replace_step(h, 5, loss=None)
-    assert grad_overflow_no_scaler.rule(h) != []  # loss unknown: the fp16 overflow is the suspect
+    root_row(h, 5, 0)
+    assert grad_overflow_no_scaler.rule(h) != []  # loss unknown: the overflow happened in the backward
     h.events.append(Event(5, "nonfinite", None, "loss", {"value": "nan"}))
-    assert grad_overflow_no_scaler.rule(h) == []
+    assert grad_overflow_no_scaler.rule(h) == []  # loss NaN with a finite model output: the loss itself
     assert nonfinite_loss.rule(h)[0].first_step == 5
