@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .findings import Finding
@@ -185,6 +186,12 @@ class Tracker:
 
     def findings_cached(self) -> list[Finding]:
         return self.findings(self._w.info, self._w.preflight)
+
+    def discard_record(self) -> None:
+        """Delete the record this tracker created (only used when watch() itself failed)."""
+        if self._writer is not None:
+            for suffix in ("", "-wal", "-shm"):
+                Path(self._writer.path + suffix).unlink(missing_ok=True)
 
     def close(self) -> None:
         if self._localizer is not None:

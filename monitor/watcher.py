@@ -96,7 +96,12 @@ class Watcher:
         self._server = None
         self._target = None
         if port is not None:
-            self._serve(host, port, targets_dir or os.environ.get("SLATMON_TARGETS_DIR"))
+            try:
+                self._serve(host, port, targets_dir or os.environ.get("SLATMON_TARGETS_DIR"))
+            except BaseException:
+                self.close()
+                self.tracker.discard_record()  # nothing was recorded yet: leave no empty file behind
+                raise
 
     # -- public -----------------------------------------------------------------------------
     def observe_loss(self, loss: torch.Tensor | float) -> None:

@@ -26,7 +26,8 @@ def serve(watcher: Watcher, host: str, port: int) -> tuple[Any, str]:
     except OSError as exc:
         raise ConfigError(
             f"watch(): cannot serve metrics on {host}:{port} ({exc.strerror or exc}). Another watched run "
-            "may hold it: pass port=0 for any free port, port=None for no endpoint, or another port=") from None
+            "may hold it: pass port=0 for any free port, port=None for no endpoint, or another port number"
+        ) from None
     bound = server.server_address[1]
     shown = f"[{host}]" if ":" in host else host
     return server, f"http://{shown}:{bound}/metrics"

@@ -58,7 +58,7 @@ def test_every_contract_metric_with_labels(watched):
     assert "adam_eps_underflow" in codes
 
 
-def test_busy_port_is_a_clear_error(watched):
+def test_busy_port_is_a_clear_error(watched, tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
@@ -66,7 +66,9 @@ def test_busy_port_is_a_clear_error(watched):
         model = Fp16Blocks(fp16=False)
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
         with pytest.raises(monitor.ConfigError, match=rf"127\.0\.0\.1:{port}.*port=0"):
-            watched(model, opt, port=port)
+            watched(model, opt, port=port, record=tmp_path / "r.sqlite")
+        assert list(tmp_path.iterdir()) == []  # no empty record left behind
+        assert not opt._optimizer_step_pre_hooks and not model._forward_hooks
 
 
 def test_endpoint_stops_on_close(watched):
