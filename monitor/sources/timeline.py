@@ -41,6 +41,10 @@ def _finite_or_none(v: float | None) -> float | None:
     return None if v is None or math.isnan(v) else v
 
 
+def _int(v: float | None) -> int:
+    return int(v) if v is not None and math.isfinite(v) else 0
+
+
 def _run_info(series: Series, run: str, rank: int) -> RunInfo:
     info: dict[str, str] = {}
     layers: dict[str, LayerInfo] = {}
@@ -94,7 +98,8 @@ def _scrape_values(samples: list[tuple[dict[str, str], float]]) -> tuple[dict, d
 def _layer_rows(step: int, layers: dict[str, dict[str, float]]) -> list[LayerObs]:
     rows = []
     for layer, fields in layers.items():
-        kw = {k: (int(v) if k.endswith("nonfinite") and math.isfinite(v) else v) for k, v in fields.items()}
+        kw = {k: ((int(v) if math.isfinite(v) and v >= 0 else None) if k.endswith("nonfinite") else v)
+              for k, v in fields.items()}
         rows.append(LayerObs(step=step, layer=layer, **kw))
     return rows
 
@@ -113,7 +118,7 @@ def build_history(series: Series, run: str, rank: int) -> History:
         if step is None or not math.isfinite(step) or (prev_step is not None and step <= prev_step):
             continue
         step = int(step)
-        skipped_total = int(glob.get("slatmon_skipped_steps_total", 0) or 0)
+        skipped_total = _int(glob.get("slatmon_skipped_steps_total"))
         all_skipped = prev_step is not None and skipped_total - prev_skipped >= step - prev_step
         loss = glob.get("slatmon_loss")
         loss_seen = loss_seen or (loss is not None and math.isfinite(loss))

@@ -117,3 +117,14 @@ def test_nan_loss_after_finite_loss_is_real() -> None:
     series = [sample("slatmon_step", [(1, 1), (2, 2)]), sample("slatmon_loss", [(1, 0.5), (2, math.nan)])]
     h = build_history(series, "r", 0)
     assert h.steps[0].loss == 0.5 and math.isnan(h.steps[1].loss)
+
+
+def test_odd_values_do_not_break_the_timeline() -> None:
+    series = [sample("slatmon_step", [(1, 1), (2, math.nan), (3, 3), (4, 2)]),
+              sample("slatmon_skipped_steps_total", [(1, math.nan), (3, math.inf)]),
+              sample("slatmon_nonfinite_elements", [(1, math.nan), (3, 5)], layer="l", tensor="grad"),
+              sample("slatmon_finding", [(3, 1)], code="adam_eps_underflow", severity="critical")]
+    h = build_history(series, "r", 0)
+    assert [s.step for s in h.steps] == [1, 3]  # NaN step dropped, step going backwards dropped
+    assert h.preflight[0].code == "adam_eps_underflow" and h.preflight[0].first_step == 3
+    monitor.diagnosis.run_rules(h)

@@ -118,3 +118,29 @@ def test_perturbed_realistic_histories(mode: str, edits: list) -> None:
         for f in rule(h):
             check_well_formed(f, h)
     run_rules(h)
+
+
+METRICS = ["slatmon_step", "slatmon_loss", "slatmon_loss_scale", "slatmon_skipped_steps_total",
+           "slatmon_grad_norm", "slatmon_grad_norm_total", "slatmon_update_ratio", "slatmon_nonfinite_elements",
+           "slatmon_nonfinite_steps_total", "slatmon_zero_grad_ratio", "slatmon_adam_state_zero_ratio",
+           "slatmon_optimizer_lr", "slatmon_optimizer_eps", "slatmon_layer_info", "slatmon_finding",
+           "slatmon_run_info", "slatmon_other"]
+label_sets = st.fixed_dictionaries({"__name__": st.sampled_from(METRICS)}, optional={
+    "layer": st.sampled_from(NAMES), "tensor": st.sampled_from(["grad", "param", "activation", "x"]),
+    "group": st.sampled_from(["0", "1", "x", ""]), "dtype": st.sampled_from(["float16", "float32", "none"]),
+    "state_dtype": st.sampled_from(["float16", "none", ""]), "code": st.sampled_from(["adam_eps_underflow", "x"]),
+    "severity": st.sampled_from(["critical", "warning", "bogus"]), "optimizer": st.sampled_from(["AdamW", ""]),
+    "scaler": st.sampled_from(["none", "grad_scaler"]), "master_weights": st.sampled_from(["true", "false"])})
+series_strategy = st.lists(st.tuples(label_sets, st.lists(st.tuples(st.integers(0, 30).map(float),
+                                                                    st.floats(allow_nan=True)), max_size=8)),
+                           max_size=20)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(series_strategy)
+def test_prometheus_timeline_never_raises(series: list) -> None:
+    from monitor.sources.timeline import build_history
+
+    h = build_history(series, "r", 0)
+    for f in run_rules(h):
+        check_well_formed(f, h)
