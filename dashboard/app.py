@@ -1,0 +1,192 @@
+"""slat-monitor triage page (Streamlit): layout only. Run `slat-monitor triage [RECORD | --prometheus URL]`
+or `streamlit run dashboard/app.py -- [RECORD] [--prometheus URL] [--run NAME] [--rank N]`.
+
+Reading lives in dashboard/sources.py, the words/tables/charts in summary.py, frames.py, charts.py and
+findings_view.py. Query parameters `?run=&rank=` (the alert links), `record=`, `prometheus=`, `source=`,
+`lookback=` prefill the sidebar.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+# `streamlit run dashboard/app.py` puts dashboard/ on sys.path, not the folder that holds the packages.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import streamlit as st  # noqa: E402
+
+from dashboard import charts, frames  # noqa: E402
+from dashboard.findings_view import render_findings  # noqa: E402
+from dashboard.markdown import escape  # noqa: E402
+from dashboard.sources import Loaded, Source, SourceProblem, defaults, load, parse_rank, prometheus_runs  # noqa: E402
+from dashboard.summary import run_facts, status, status_line  # noqa: E402
+
+log = logging.getLogger("dashboard")
+KIND_LABELS = {"record": "Run record (SQLite)", "prometheus": "Prometheus"}
+BANNERS = {"critical": st.error, "warning": st.warning, "info": st.info, "healthy": st.success}
+
+
+@st.cache_data(ttl=10, show_spinner="Reading the run ...", max_entries=16)
+def cached_load(source: Source, stamp: float) -> Loaded:
+    """load(), cached for 10 s per source (`stamp`: the record's mtime, so a growing record is re-read)."""
+    return load(source)
+
+
+@st.cache_data(ttl=10, show_spinner=False, max_entries=16)
+def cached_runs(url: str, lookback: str) -> list[tuple[str, int]]:
+    return prometheus_runs(url, lookback)
+
+
+def _stamp(source: Source) -> float:
+    try:
+        return os.stat(Path(source.record).expanduser()).st_mtime if source.kind == "record" else 0.0
+    except OSError:
+        return 0.0
+
+
+def _pick_run(initial: Source, url: str, lookback: str) -> tuple[str | None, int | None]:
+    """Run and rank: drop-downs of what Prometheus holds (plus the linked ones), text fields when unknown."""
+    runs = cached_runs(url, lookback)
+    names = sorted({r for r, _ in runs} | ({initial.run} if initial.run else set()))
+    if not names:
+        run = st.sidebar.text_input("Run", value=initial.run or "", key="run_text") or None
+        return run, parse_rank(st.sidebar.text_input("Rank", value=str(initial.rank or ""), key="rank_text"))
+    run = st.sidebar.selectbox("Run", names, index=names.index(initial.run) if initial.run in names else 0,
+                               key="run_pick")
+    ranks = sorted({k for r, k in runs if r == run} | ({initial.rank} if run == initial.run and
+                                                      initial.rank is not None else set()))
+    if not ranks:
+        return run, None
+    rank = st.sidebar.selectbox("Rank", ranks, index=ranks.index(initial.rank) if initial.rank in ranks else 0,
+                                key="rank_pick")
+    return run, rank
+
+
+def sidebar(initial: Source) -> Source:
+    """The source controls, prefilled from `initial`; returns what is selected now."""
+    st.sidebar.header("Source")
+    kinds = list(KIND_LABELS)
+    kind = st.sidebar.radio("Read from", kinds, index=kinds.index(initial.kind) if initial.kind in kinds else 0,
+                            format_func=KIND_LABELS.get, key="kind")
+    if kind == "record":
+        record = st.sidebar.text_input("Run record path", value=initial.record, key="record",
+                                       placeholder="runs/RUN.sqlite")
+        chosen = replace(initial, kind="record", record=record.strip())
+    else:
+        url = st.sidebar.text_input("Prometheus URL", value=initial.prometheus, key="prometheus",
+                                    placeholder="http://127.0.0.1:9090").strip()
+        lookback = st.sidebar.text_input("Lookback", value=initial.lookback, key="lookback").strip() or "7d"
+        run, rank = _pick_run(initial, url, lookback)
+        chosen = replace(initial, kind="prometheus", prometheus=url, lookback=lookback, run=run, rank=rank)
+    if st.sidebar.button("Reload", help="read the source again (it is cached for 10 s)"):
+        cached_load.clear()
+        cached_runs.clear()
+    return chosen
+
+
+def header(loaded: Loaded) -> None:
+    """Status banner, headline numbers and the run's set-up."""
+    history, findings = loaded.history, loaded.findings
+    st.caption(f"Source: {escape(loaded.source.describe())}")
+    BANNERS[status(findings)](status_line(history, findings))
+    for note in loaded.notes:
+        st.warning(note)
+    cols = st.columns(4)
+    cols[0].metric("steps observed", len(history.steps))
+    cols[1].metric("last step", history.last_step)
+    cols[2].metric("skipped steps", history.steps[-1].skipped_total if history.steps else 0)
+    cols[3].metric("findings", len(findings))
+    facts = run_facts(history)
+    half = (len(facts) + 1) // 2
+    for col, part in zip(st.columns(2), (facts[:half], facts[half:])):
+        col.markdown("  \n".join(f"**{label}:** {escape(value)}" for label, value in part))
+
+
+def _show(chart: object, what: str) -> None:
+    if chart is None:
+        st.caption(f"{what}: not observed")
+    else:
+        st.altair_chart(chart, width="stretch")
+
+
+def step_charts(loaded: Loaded) -> None:
+    """Loss, global grad norm, loss scale + skipped steps, then the worst layers."""
+    history = loaded.history
+    frame = frames.step_frame(history)
+    st.header("Over steps")
+    cols = st.columns(3)
+    with cols[0]:
+        _show(charts.step_chart(frame, "loss", "loss"), "loss")
+    with cols[1]:
+        _show(charts.step_chart(frame, "grad_norm_total", "global grad norm", log=True), "global grad norm")
+    with cols[2]:
+        _show(charts.loss_scale_chart(frame), "loss scale")
+    names = sorted({r.layer for r in history.layers} | set(history.run.layers))
+    worst = frames.worst_layers(history, loaded.findings)
+    st.subheader("Worst layers")
+    picked = st.multiselect("Layers", names, default=worst, key="layers",
+                            help="preselected: the layers the findings name, then those that went non-finite first")
+    cols = st.columns(3)
+    for col, field, log in zip(cols, ("param_nonfinite", "grad_nonfinite", "grad_norm"), (False, False, True)):
+        with col:
+            title = frames.LAYER_FIELDS[field]
+            _show(charts.layer_chart(frames.layer_frame(history, picked, field), title, log=log), title)
+    field = st.selectbox("Another per-layer quantity", list(frames.LAYER_FIELDS), format_func=frames.LAYER_FIELDS.get,
+                         index=list(frames.LAYER_FIELDS).index("update_ratio"), key="layer_field")
+    title = frames.LAYER_FIELDS[field]
+    _show(charts.layer_chart(frames.layer_frame(history, picked, field), title, log=field != "zero_grad_ratio"), title)
+
+
+def events(loaded: Loaded) -> None:
+    """The first non-finite values and localised modules, then the event table."""
+    st.header("Events")
+    for line in frames.highlights(loaded.history):
+        st.markdown(f"- {escape(line)}")
+    table = frames.event_frame(loaded.history)
+    if table.empty:
+        st.caption("No events: no non-finite value was seen and no module was localised.")
+        return
+    if len(loaded.history.events) > len(table):
+        st.caption(f"first {len(table)} of {len(loaded.history.events)} events")
+    st.table(table.set_index("step"))
+
+
+def main() -> None:
+    st.set_page_config(page_title="slat-monitor triage", page_icon="🩺", layout="wide")
+    st.title("slat-monitor triage")
+    argv = sys.argv[1:] if Path(sys.argv[0]).name == "app.py" else []  # under `streamlit run app.py -- ARGS`
+    try:
+        source = sidebar(defaults(st.query_params.to_dict(), argv, os.environ))
+    except SourceProblem as exc:
+        st.error(str(exc))
+        st.stop()
+    if not (source.record if source.kind == "record" else source.prometheus):
+        st.info("Choose a source in the sidebar: the path of a run record (monitor.watch(..., record=PATH)) or "
+                "a Prometheus base URL such as http://127.0.0.1:9090.")
+        st.stop()
+    try:
+        loaded = cached_load(source, _stamp(source))
+    except SourceProblem as exc:
+        st.error(str(exc))
+        st.stop()
+    header(loaded)
+    st.header("Findings")
+    if loaded.findings:
+        render_findings(loaded.findings)
+    else:
+        st.markdown("Nothing to fix: no rule fired on this run.")
+    try:
+        step_charts(loaded)
+    except Exception as exc:  # a chart must never hide the findings above
+        log.exception("charts failed")
+        st.warning(f"charts unavailable: {type(exc).__name__}: {exc}")
+    events(loaded)
+
+
+main()

@@ -1,0 +1,53 @@
+"""Streamlit rendering of findings: one expander per finding (open when critical), most severe first,
+each with its evidence, first step, layers and its fixes best first (summary + the Python snippet)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from monitor.findings import Finding, rank
+
+from .markdown import escape
+
+__all__ = ["BADGES", "ICONS", "render_finding", "render_findings", "step_text"]
+
+ICONS = {"critical": ":material/error:", "warning": ":material/warning:", "info": ":material/info:"}
+BADGES = {"critical": ":red-badge[critical]", "warning": ":orange-badge[warning]", "info": ":blue-badge[info]"}
+MAX_LAYERS = 12
+
+
+def step_text(first_step: int | None) -> str:
+    """Where the finding starts, in words (0 = predicted from the set-up before step 1)."""
+    if first_step == 0:
+        return "pre-flight: predicted from the set-up, before step 1"
+    return "step unknown" if first_step is None else f"first seen at step {first_step}"
+
+
+def _layers_text(layers: tuple[str, ...]) -> str:
+    shown = ", ".join(f"`{layer}`" for layer in layers[:MAX_LAYERS])
+    return shown + (f" (+{len(layers) - MAX_LAYERS} more)" if len(layers) > MAX_LAYERS else "")
+
+
+def render_finding(n: int, finding: Finding) -> None:
+    """One finding in an expander, open for critical ones (call inside the page's main area)."""
+    icon = ICONS.get(finding.severity, ICONS["info"])
+    with st.expander(f"**{n}. {escape(finding.title)}**", expanded=finding.severity == "critical", icon=icon):
+        st.markdown(f"{BADGES.get(finding.severity, finding.severity)} `{finding.code}` · "
+                    f"{step_text(finding.first_step)}")
+        if finding.layers:
+            st.markdown(f"**Layers:** {_layers_text(finding.layers)}")
+        if finding.evidence:
+            st.markdown("**Evidence**\n\n" + "\n".join(f"- {escape(line)}" for line in finding.evidence))
+        if not finding.fixes:
+            return
+        st.markdown("**Fixes, best first**")
+        for k, fix in enumerate(finding.fixes, 1):
+            st.markdown(f"{k}\\. `{fix.kind}` — {escape(fix.summary)}")
+            if fix.snippet:
+                st.code(fix.snippet, language="python", wrap_lines=True)
+
+
+def render_findings(findings: list[Finding]) -> None:
+    """Every finding, critical first (rank() again, so any caller's order is safe)."""
+    for n, finding in enumerate(rank(list(findings)), 1):
+        render_finding(n, finding)
