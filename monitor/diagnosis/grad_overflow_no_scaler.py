@@ -5,7 +5,7 @@ Fires (critical) at the first step s with non-finite gradients when
 - float16 is involved (float16 parameters, or float16 autocast when RunInfo records it),
 - parameters were finite going into s (otherwise NaN weights, not an overflow, made the gradients), and
 - the evidence does not clear the forward pass: the loss at s was finite or not observed (the overflow
-  happened in the backward pass), or activations at s (the watcher's "<root>" model-output row
+  happened in the backward pass), or activations at s (the watcher's "[output]" model-output row
   included) were non-finite, or a forward-origin localisation names a float16 module whose output
   abs-max is >= 65504 / non-finite, or only float16 layers have non-finite gradients while float32
   layers' gradients are finite (a NaN loss would reach every layer), or - the ambiguous case - the
@@ -97,5 +97,10 @@ def rule(history: History) -> list[Finding]:
     fix_list = [fixes.module_fp32_fix(module[0])] if module else []
     fp16_params = any(layer_dtype(history, x) == "float16" for x in history.run.layers)
     fix_list += [fixes.scaler_fix(setup, fp16_params), fixes.bf16_fix(setup)]
-    title = f"float16 gradients overflowed at step {step} with no loss scaler to skip the step"
+    if module or acts == "nonfinite":
+        title = f"float16 overflow in the forward pass at step {step}; no loss scaler to skip the step"
+    elif ambiguous:
+        title = f"Non-finite gradients at step {step} in float16 without loss scaling (likely a float16 overflow)"
+    else:
+        title = f"float16 gradients overflowed in the backward pass at step {step}; no loss scaler to skip the step"
     return [Finding(CODE, "critical", title, lines, step, layers, fix_list)]

@@ -3,7 +3,7 @@
 Source: "localized" events with direction "forward" that the watcher records on the step(s) after a
 non-finite event, kept only where the module itself made the value (finite input, own parameters
 finite going into that step - see observe.forward_origins). Without events, the first layer row (in
-module order, the model's own "<root>" row excluded) with LayerObs.activation_nonfinite > 0 is used,
+module order, the model-output rows "[output]" / "<root>" excluded) with LayerObs.activation_nonfinite > 0 is used,
 but only at steps without forward events and with every parameter finite going in.
 Severity: critical when no loss scaling is in use (the step writes NaN/Inf into the weights) or the
 module produced non-finite outputs on >= REPEAT_STEPS (2) distinct steps; warning for a one-off under
@@ -17,7 +17,7 @@ from ..history import History
 from . import fixes
 from .numerics import FORMATS, normalize_dtype
 from .observe import (
-    ROOT,
+    OUTPUT_ROWS,
     as_float,
     count,
     forward_origins,
@@ -47,7 +47,7 @@ def _origin(history: History) -> tuple[str, int, str, list[int]] | None:
         if step in localized_steps or params_broken_before(history, "", step):
             continue  # the ordered events are better; NaN weights make every later output NaN
         for r in rows:
-            if r.layer != ROOT and count(r.activation_nonfinite):
+            if r.layer not in OUTPUT_ROWS and count(r.activation_nonfinite):
                 steps = sorted({s for s, rs in rows_by_step(history).items()
                                 for x in rs if x.layer == r.layer and count(x.activation_nonfinite)})
                 line = (f"step {step}: {r.layer} output has {r.activation_nonfinite} non-finite elements "

@@ -3,7 +3,7 @@ in the loss itself).
 
 At the first step s whose loss is non-finite (StepObs.loss, or a "nonfinite" event for tensor "loss"),
 with parameters finite going into s. Not reported when activations at s were non-finite (including the
-watcher's "<root>" model-output row), when a forward-origin localisation names a module at steps
+watcher's "[output]" model-output row), when a forward-origin localisation names a module at steps
 s..s+LOOKAHEAD (3) (nonfinite_forward explains it), nor when only float16 layers got non-finite
 gradients at s while float32 layers stayed finite (an overflow, see grad_overflow_no_scaler).
 Activations count as checked-finite where a step with a non-finite loss has per-layer

@@ -39,6 +39,7 @@ __all__ = [
     "nonfinite",
     "params_broken_before",
     "prev_layer_rows",
+    "OUTPUT_ROWS",
     "ROOT",
     "root_output_nonfinite",
     "rows_by_step",
@@ -248,20 +249,21 @@ def step_obs(history: History, step: int) -> StepObs | None:
     return index_of(history).step_map.get(step)
 
 
-ROOT = "<root>"  # the model itself, as the watcher names it in activation rows and localisation
+ROOT = "<root>"  # the model itself, as Localizer names it
+OUTPUT_ROWS = (ROOT, "[output]")  # pseudo-layers holding the model output's non-finite count
 
 
 def root_output_nonfinite(history: History, step: int) -> bool | None:
-    """Whether the model's forward output at `step` had non-finite elements (the watcher's "<root>"
-    activation row); None when not measured."""
-    counts = [count(r.activation_nonfinite) for r in history.layers
-              if isinstance(r, LayerObs) and r.step == step and r.layer == ROOT]
+    """Whether the model's forward output at `step` had non-finite elements (the watcher's "[output]"
+    row, or Localizer's "<root>"); None when not measured."""
+    counts = [count(r.activation_nonfinite) for r in rows_by_step(history).get(step, [])
+              if r.layer in OUTPUT_ROWS]
     known = [c for c in counts if c is not None]
     return bool(max(known)) if known else None
 
 
 def activation_state(history: History, step: int) -> str:
-    """'nonfinite' when any activation row at `step` (the model output "<root>" included) counted
+    """'nonfinite' when any activation row at `step` (the model output "[output]" included) counted
     non-finite elements, 'finite' when some were measured and all were 0, else 'unknown'."""
     measured = [count(r.activation_nonfinite) for r in rows_by_step(history).get(step, [])]
     known = [c for c in measured if c is not None]

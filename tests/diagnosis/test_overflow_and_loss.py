@@ -26,7 +26,8 @@ def broken_from(step: int, *, scaler: str = "none", layers: dict | None = None, 
 
 
 def root_row(h, step: int, n: int) -> None:
-    h.layers.append(LayerObs(step=step, layer="<root>", activation_nonfinite=n))
+    """The watcher's model-output row."""
+    h.layers.append(LayerObs(step=step, layer="[output]", activation_nonfinite=n))
 
 
 # -- grad_overflow_no_scaler ------------------------------------------------------------------------
@@ -128,6 +129,7 @@ def test_no_scaler_forward_origin_is_critical() -> None:
 def test_activation_rows_fallback_skips_root() -> None:
     h = healthy(steps=6)
     root_row(h, 4, 10)
+    h.layers.append(LayerObs(step=4, layer="<root>", activation_nonfinite=10))
     assert nonfinite_forward.rule(h) == []
     h.layers.append(LayerObs(step=4, layer="blocks.1.mlp", activation_nonfinite=3))
     assert nonfinite_forward.rule(h)[0].layers == ("blocks.1.mlp",)
@@ -145,7 +147,7 @@ def test_skipped_nan_loss_with_finite_activations() -> None:
     """TRELLIS inflat_all + loss-nan at one step: skipped, activations checked finite on the next."""
     h = healthy(run_info(FP16_BLOCKS, in_optimizer=False, scaler="custom"), steps=12, loss_scale=2.0**12)
     replace_step(h, 7, loss=NAN, skipped=True, skipped_total=1, loss_scale=2.0**11)
-    h.layers = [r for r in h.layers if r.step != 7] + [LayerObs(step=7, layer="<root>", activation_nonfinite=0)]
+    h.layers = [r for r in h.layers if r.step != 7] + [LayerObs(step=7, layer="[output]", activation_nonfinite=0)]
     h.events.append(Event(7, "nonfinite", None, "loss", {"value": "nan"}))
     [f] = nonfinite_loss.rule(h)
     assert f.first_step == 7 and f.severity == "warning"  # one skipped occurrence

@@ -12,7 +12,7 @@ from monitor.diagnosis import RULES, run_rules
 from monitor.findings import FIX_KINDS, SEVERITIES, Finding
 from monitor.history import Event, GroupInfo, History, LayerInfo, LayerObs, RunInfo, StepObs
 
-NAMES = ["input_layer", "blocks.0", "blocks.0.attn", "blocks.1", "out_layer", "<root>", "[master]", ""]
+NAMES = ["input_layer", "blocks.0", "blocks.0.attn", "blocks.1", "out_layer", "<root>", "[output]", "[master]", ""]
 DTYPES = ["float16", "bfloat16", "float32", "torch.float16", "half", "int8", "", None]
 
 floats = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True),
