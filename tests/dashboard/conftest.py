@@ -1,0 +1,44 @@
+"""Run records made once per session by real watched runs, and an AppTest factory for the page."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from .runs import eps_underflow_record, healthy_record
+
+APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+ENV_VARS = ("SLATMON_RECORD", "SLATMON_PROMETHEUS", "SLATMON_RUN", "SLATMON_RANK", "SLATMON_LOOKBACK")
+
+
+@pytest.fixture(scope="session")
+def records(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """{"eps": adam_eps_underflow record, "healthy": a clean fp32 run}, each written by monitor.watch."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("records")
+    return {"eps": eps_underflow_record(root / "eps.sqlite"), "healthy": healthy_record(root / "healthy.sqlite")}
+
+
+@pytest.fixture
+def page(monkeypatch: pytest.MonkeyPatch) -> Callable[..., object]:
+    """Factory: `page(query={...}, env={...})` -> the AppTest of dashboard/app.py after its first run.
+    SLATMON_* source variables are cleared first, so only `env` applies."""
+    from streamlit.testing.v1 import AppTest
+
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+    def run(query: dict[str, str] | None = None, env: dict[str, str] | None = None) -> AppTest:
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        at = AppTest.from_file(str(APP), default_timeout=60)
+        for key, value in (query or {}).items():
+            at.query_params[key] = value
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    return run

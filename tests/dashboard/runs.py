@@ -1,0 +1,60 @@
+"""Real watched runs for the dashboard tests: tiny models trained under monitor.watch (CPU, < 1 s each)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import monitor
+
+EPS_RUN, HEALTHY_RUN = "eps-162", "healthy"
+
+
+class Fp16Blocks(nn.Module):
+    """fp16 blocks between fp32 input and output layers (TRELLIS #162's shape); `dtype` float32 = healthy."""
+
+    def __init__(self, dtype: torch.dtype = torch.float16) -> None:
+        super().__init__()
+        self.input_layer = nn.Linear(16, 32)
+        self.blocks = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 32)).to(dtype)
+        self.out_layer = nn.Linear(32, 1)
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out_layer(self.blocks(self.input_layer(x).to(self.dtype)).float())
+
+
+def watched_run(record: Path | None, *, run: str, dtype: torch.dtype = torch.float16, eps: float = 1e-8,
+                steps: int = 6, port: int | None = None,
+                between: Callable[[int, monitor.Watcher], None] | None = None) -> None:
+    """`steps` AdamW steps of Fp16Blocks under monitor.watch (record and/or /metrics on `port`);
+    `between(step, watcher)` runs after each step."""
+    torch.manual_seed(0)
+    model = Fp16Blocks(dtype)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, eps=eps)
+    with monitor.watch(model, opt, port=port, record=None if record is None else str(record), run=run) as w:
+        for step in range(1, steps + 1):
+            g = torch.Generator().manual_seed(step)
+            x, y = torch.randn(32, 16, generator=g), torch.randn(32, 1, generator=g)
+            opt.zero_grad(set_to_none=True)
+            loss = nn.functional.mse_loss(model(x), y)
+            w.observe_loss(loss)
+            loss.backward()
+            opt.step()
+            if between is not None:
+                between(step, w)
+
+
+def eps_underflow_record(path: Path) -> Path:
+    """fp16 blocks + AdamW eps=1e-8: every fp16 parameter is NaN after step 1 (adam_eps_underflow)."""
+    watched_run(path, run=EPS_RUN)
+    return path
+
+
+def healthy_record(path: Path) -> Path:
+    """The same model in fp32: no findings."""
+    watched_run(path, run=HEALTHY_RUN, dtype=torch.float32)
+    return path

@@ -1,0 +1,112 @@
+"""The triage page driven by Streamlit's AppTest on real run records: findings, fixes, snippets, charts,
+events; a healthy run; and every kind of bad input shown as an error, never a traceback."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from dashboard.markdown import escape
+from monitor.diagnosis import run_rules
+from monitor.record import read_record
+from tests.realservers import free_port
+
+from .runs import EPS_RUN, HEALTHY_RUN
+
+
+def texts(elements) -> list[str]:
+    return [e.value for e in elements]
+
+
+def test_eps_underflow_record_shows_finding_fixes_and_snippets(page, records) -> None:
+    expected = run_rules(read_record(records["eps"]))
+    at = page(query={"record": str(records["eps"])})
+    assert not at.success and len(at.error) == 1
+    assert at.error[0].value.startswith("2 critical") and "training is broken" in at.error[0].value
+    labels = [e.label for e in at.expander]
+    assert len(labels) == len(expected) and "AdamW: parameters became non-finite" in labels[0]
+    assert [e.proto.expanded for e in at.expander] == [f.severity == "critical" for f in expected]
+    body = "\n".join(texts(at.markdown))
+    assert "`adam_eps_underflow` · first seen at step 1" in body
+    assert "**Layers:** `blocks.0`, `blocks.2`" in body
+    top = expected[0]
+    assert top.code == "adam_eps_underflow"
+    for line in top.evidence:
+        assert escape(line) in body
+    shown = [(c.value, c.language) for c in at.code]
+    want = [(fix.snippet, "python") for f in expected for fix in f.fixes if fix.snippet]
+    assert shown == want
+    assert "eps=0.0001" in shown[2][0] and "1\\. `dtype` —" in body and "3\\. `eps` —" in body
+    assert "4\\. `amsgrad` —" in body
+
+
+def test_eps_underflow_record_header_charts_and_events(page, records) -> None:
+    at = page(query={"record": str(records["eps"])})
+    body = "\n".join(texts(at.markdown))
+    assert f"**run / rank:** {EPS_RUN} / 0" in body
+    assert "**optimizer:** AdamW: lr 0.001, eps 1e-08" in body
+    assert "**parameter dtypes:** float16 x2, float32 x2" in body and "**loss scaling:** none" in body
+    assert [m.value for m in at.metric][:2] == ["6", "6"]
+    assert len(at.get("vega_lite_chart")) >= 6  # loss, grad norm, loss scale, 3 per-layer + 1 chosen
+    assert at.multiselect(key="layers").value[:2] == ["blocks.0", "blocks.2"]
+    assert "- First non-finite param at step 1 in blocks.0" in body
+    assert "Localised (forward): first module with a non-finite output at step 3 in input\\_layer" in body
+    events = at.table[0].value
+    assert list(events.columns) == ["kind", "tensor", "layer", "detail"]
+    assert ("nonfinite", "param", "blocks.0") in set(zip(events["kind"], events["tensor"], events["layer"]))
+
+
+def test_chart_quantity_can_be_changed(page, records) -> None:
+    at = page(query={"record": str(records["eps"])})
+    at.selectbox(key="layer_field").select("state_zero_ratio").run()
+    assert not at.exception
+    assert any("Adam exp_avg_sq zero share" in str(c.proto.spec) for c in at.get("vega_lite_chart"))
+
+
+def test_healthy_record_says_so(page, records) -> None:
+    at = page(query={"record": str(records["healthy"])})
+    assert texts(at.success) == ["Healthy: no findings over 6 observed steps (last step 6)."]
+    assert not at.error and not at.warning and not at.expander and not at.code
+    assert "Nothing to fix: no rule fired on this run." in texts(at.markdown)
+    assert f"**run / rank:** {HEALTHY_RUN} / 0" in "\n".join(texts(at.markdown))
+
+
+def test_source_from_environment_and_link_mismatch(page, records) -> None:
+    at = page(query={"run": "other-run", "rank": "3"}, env={"SLATMON_RECORD": str(records["healthy"])})
+    assert at.text_input(key="record").value == str(records["healthy"])
+    assert texts(at.warning) == [
+        f"the link asks for run 'other-run', but this record holds run '{HEALTHY_RUN}'",
+        "the link asks for rank 3, but this record holds rank 0"]
+
+
+def test_sidebar_switches_source(page, records) -> None:
+    at = page(query={"record": str(records["healthy"])})
+    at.text_input(key="record").input(str(records["eps"])).run()
+    assert at.error[0].value.startswith("2 critical") and len(at.code) > 0
+
+
+def test_no_source_asks_for_one(page) -> None:
+    at = page()
+    assert texts(at.info)[0].startswith("Choose a source in the sidebar")
+    assert not at.error and not at.expander
+
+
+def test_bad_inputs_are_clear_errors(page, tmp_path: Path) -> None:
+    missing = tmp_path / "missing.sqlite"
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database")
+    other_db = tmp_path / "other.sqlite"
+    sqlite3.connect(other_db).execute("CREATE TABLE t (x)").connection.close()
+    dead = f"http://127.0.0.1:{free_port()}"
+    cases = [
+        ({"record": str(missing)}, f"no run record at '{missing}'"),
+        ({"record": str(text)}, f"'{text}' is not a slat-monitor run record"),
+        ({"record": str(other_db)}, f"'{other_db}' is not a slat-monitor run record (no slatmon_meta table)"),
+        ({"prometheus": dead}, f"cannot reach Prometheus at {dead}"),
+        ({"prometheus": "127.0.0.1:9090"}, "'127.0.0.1:9090' is not a Prometheus URL"),
+        ({"record": str(missing), "rank": "zero"}, "rank must be an integer (the `rank` label), got 'zero'"),
+    ]
+    for query, message in cases:
+        at = page(query=query)
+        assert len(at.error) == 1 and at.error[0].value.startswith(message), (query, texts(at.error))
+        assert not at.expander and not at.code and not at.success

@@ -1,0 +1,70 @@
+"""Words, tables and charts from real records (no Streamlit session): summary, frames, charts, escaping."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from dashboard import charts, frames, summary
+from dashboard.markdown import escape
+from monitor.diagnosis import run_rules
+from monitor.record import read_record
+
+
+def test_escape_keeps_text_literal() -> None:
+    assert escape("2**-25 < $x$ | a_b `c` [l](u) #") == "2\\*\\*-25 \\< \\$x\\$ \\| a\\_b \\`c\\` \\[l\\](u) \\#"
+
+
+def test_summary_of_eps_run(records) -> None:
+    h = read_record(records["eps"])
+    findings = run_rules(h)
+    assert summary.status(findings) == "critical"
+    assert summary.status_line(h, findings).startswith("2 critical, 1 warning findings over 6 observed steps")
+    facts = dict(summary.run_facts(h))
+    assert facts["optimizer"] == "AdamW: lr 0.001, eps 1e-08, betas (0.9, 0.999), weight decay 0.01"
+    assert facts["optimizer state dtypes"] == "float16 x2, float32 x2" and facts["loss scaling"] == "none"
+
+
+def test_summary_of_healthy_run(records) -> None:
+    h = read_record(records["healthy"])
+    assert run_rules(h) == [] and summary.status([]) == "healthy"
+    assert summary.status_line(h, []) == "Healthy: no findings over 6 observed steps (last step 6)."
+    h.steps.clear()
+    assert summary.status_line(h, []).startswith("No findings, but no optimizer step has been observed yet")
+
+
+def test_frames_of_eps_run(records) -> None:
+    h = read_record(records["eps"])
+    steps = frames.step_frame(h)
+    assert list(steps["step"]) == [1, 2, 3, 4, 5, 6]
+    assert math.isfinite(steps["loss"][0]) and list(steps["loss_nonfinite"]) == [False] + [True] * 5
+    assert frames.worst_layers(h, run_rules(h), n=3) == ["blocks.0", "blocks.2", "input_layer"]
+    assert frames.worst_layers(h, (), n=2) == ["blocks.0", "blocks.2"]
+    params = frames.layer_frame(h, ["blocks.0", "out_layer"], "param_nonfinite")
+    step1 = params[params["step"] == 1].set_index("layer")["value"]
+    assert step1["blocks.0"] > 0 and step1["out_layer"] == 0
+    norms = frames.layer_frame(h, ["blocks.0"], "param_norm")
+    assert norms["nonfinite"].iloc[0] and math.isnan(norms["value"].iloc[0])
+    lines = frames.highlights(h)
+    assert lines[0].startswith("First non-finite param at step 1 in blocks.0")
+    assert sum(line.startswith("Localised (forward)") for line in lines) == 1
+    assert len(frames.event_frame(h, limit=2)) == 2
+
+
+def test_thin_keeps_marked_steps() -> None:
+    frame = pd.DataFrame({"step": range(1, 10_001), "bad": [s in (7, 5003) for s in range(1, 10_001)]})
+    thinned = charts.thin(frame, keep=frame["bad"], max_steps=100)
+    assert len(thinned) <= 103 and {7, 5003, 10_000} <= set(thinned["step"])
+    assert len(charts.thin(frame.head(50), keep=frame["bad"].head(50), max_steps=100)) == 50
+
+
+def test_charts_mark_nonfinite_steps(records) -> None:
+    h = read_record(records["eps"])
+    spec = charts.step_chart(frames.step_frame(h), "loss", "loss").to_dict()
+    rules = spec["layer"][1]
+    assert rules["mark"]["type"] == "rule"
+    assert [row["step"] for row in spec["datasets"][rules["data"]["name"]]] == [2, 3, 4, 5, 6]
+    assert charts.loss_scale_chart(frames.step_frame(h)) is not None
+    assert charts.layer_chart(frames.layer_frame(h, [], "grad_norm"), "grad norm") is None
+    assert charts.step_chart(frames.step_frame(read_record(records["healthy"])).iloc[:0], "loss", "loss") is None
