@@ -131,9 +131,11 @@ class SnapshotCollector(Collector):
     def _run_info(self, base: dict[str, str]) -> Metric:
         info = self._info()
         g = GaugeMetricFamily("slatmon_run_info", "Training set-up (value is always 1).",
-                              labels=[*base, "scaler", "optimizer", "master_weights", "autocast", "torch_version"])
+                              labels=[*base, "scaler", "optimizer", "master_weights", "fused", "autocast",
+                                                "torch_version"])
+        fused = bool(info.groups) and all(g.fused for g in info.groups)
         g.add_metric([*base.values(), info.scaler, info.optimizer, str(info.master_weights).lower(),
-                      info.autocast or "none", info.torch_version], 1.0)
+                      str(fused).lower(), info.autocast or "none", info.torch_version], 1.0)
         return g
 
     def _finding_family(self, base: dict[str, str]) -> Metric:

@@ -54,6 +54,9 @@ def test_every_contract_metric_with_labels(watched):
     assert info["blocks.0"] == ("float16", "float16") and info["out_layer"] == ("float32", "float32")
     tensors = {s.labels["tensor"] for s in samples if s.name == "slatmon_nonfinite_steps_total"}
     assert tensors == {"grad", "param", "activation"}
+    run_info = [s.labels for s in samples if s.name == "slatmon_run_info"]
+    assert len(run_info) == 1 and run_info[0]["scaler"] == "none" and run_info[0]["optimizer"] == "AdamW"
+    assert run_info[0]["fused"] == "false" and run_info[0]["master_weights"] == "false"
     codes = {s.labels["code"] for s in samples if s.name == "slatmon_finding"}
     assert "adam_eps_underflow" in codes
 
