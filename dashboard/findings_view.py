@@ -1,4 +1,4 @@
-"""Streamlit rendering of findings: one expander per finding (open when critical), most severe first,
+"""Streamlit rendering of findings: one expander per finding (the first one open), most severe first,
 each with its evidence, first step, layers and its fixes best first (summary + the Python snippet)."""
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ def _layers_text(layers: tuple[str, ...]) -> str:
     return shown + (f" (+{len(layers) - MAX_LAYERS} more)" if len(layers) > MAX_LAYERS else "")
 
 
-def render_finding(n: int, finding: Finding) -> None:
-    """One finding in an expander, open for critical ones (call inside the page's main area)."""
+def render_finding(n: int, finding: Finding, expanded: bool = False) -> None:
+    """One finding in an expander (call inside the page's main area)."""
     icon = ICONS.get(finding.severity, ICONS["info"])
-    with st.expander(f"**{n}. {escape(finding.title)}**", expanded=finding.severity == "critical", icon=icon):
+    with st.expander(f"**{n}. {escape(finding.title)}**", expanded=expanded, icon=icon):
         st.markdown(f"{BADGES.get(finding.severity, finding.severity)} `{finding.code}` · "
                     f"{step_text(finding.first_step)}")
         if finding.layers:
@@ -48,6 +48,8 @@ def render_finding(n: int, finding: Finding) -> None:
 
 
 def render_findings(findings: list[Finding]) -> None:
-    """Every finding, critical first (rank() again, so any caller's order is safe)."""
+    """Every finding, critical first (rank() again, so any caller's order is safe). Only the first is
+    open: the rules rank the root cause before its consequences (adam_eps_underflow before the
+    nonfinite_after_update it causes); the others are one click away."""
     for n, finding in enumerate(rank(list(findings)), 1):
-        render_finding(n, finding)
+        render_finding(n, finding, expanded=n == 1)

@@ -1,0 +1,64 @@
+"""The page reading a real Prometheus that scraped a real watched run, opened the way alert annotations
+link to it: `?run=R&rank=K` on a page configured with SLATMON_PROMETHEUS."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+import urllib.request
+
+import pytest
+
+import monitor
+from monitor.ops.alerts import TRIAGE_LINK
+from monitor.ops.configs import prometheus_config
+from monitor.ops.targets import register
+from tests.realservers import wait_until
+
+from .runs import watched_run
+
+RUN = "dash-prom-162"
+STEPS = 3
+
+
+def scraped(url: str, step: int) -> bool:
+    q = urllib.parse.urlencode({"query": f'slatmon_step{{run="{RUN}"}}'})
+    with urllib.request.urlopen(f"{url}/api/v1/query?{q}", timeout=5) as resp:
+        body = json.load(resp)
+    return any(float(r["value"][1]) >= step for r in body["data"]["result"])
+
+
+@pytest.fixture(scope="module")
+def prom(module_servers, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """URL of a real Prometheus (1 s scrapes) that saw every step of a TRELLIS #162 run."""
+    targets = tmp_path_factory.mktemp("targets")
+    server = module_servers.prometheus(prometheus_config(targets_glob=str(targets / "*.json"), rule_globs=(),
+                                                         alertmanager=None, interval="1s"), name="dash-prom")
+    registered = []
+
+    def between(step: int, w: monitor.Watcher) -> None:
+        if not registered:
+            registered.append(register(targets, "127.0.0.1", int(w.url.split(":")[2].split("/")[0]), RUN))
+        wait_until(lambda: scraped(server.url, step), timeout=60, what=f"a scrape of step {step}")
+
+    watched_run(None, run=RUN, steps=STEPS, port=0, between=between)
+    return server.url
+
+
+def test_alert_link_opens_the_run(page, prom: str) -> None:
+    link = TRIAGE_LINK.replace("{triage}", "http://127.0.0.1:8501")
+    assert link.startswith("http://127.0.0.1:8501/?run=") and "&rank=" in link  # the params the page reads
+    at = page(query={"run": RUN, "rank": "0"}, env={"SLATMON_PROMETHEUS": prom})
+    assert at.radio(key="kind").value == "prometheus"
+    assert at.selectbox(key="run_pick").value == RUN and at.selectbox(key="rank_pick").value == 0
+    assert RUN in at.selectbox(key="run_pick").options
+    assert at.error[0].value.startswith("2 critical")
+    assert "AdamW: parameters became non-finite in the update at step 1" in at.expander[0].label
+    assert any("eps=0.0001" in c.value for c in at.code)
+    assert any(f"Source: Prometheus {prom} run {RUN} rank 0" in c.value.replace("\\", "") for c in at.caption)
+
+
+def test_unknown_run_in_link(page, prom: str) -> None:
+    at = page(query={"run": "gone", "rank": "0"}, env={"SLATMON_PROMETHEUS": prom})
+    assert len(at.error) == 1 and at.error[0].value.startswith(f"run 'gone' not found in Prometheus at {prom}")
+    assert RUN in at.error[0].value and not at.expander
