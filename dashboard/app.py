@@ -22,32 +22,15 @@ if _ROOT not in sys.path:
 import streamlit as st  # noqa: E402
 
 from dashboard import charts, frames  # noqa: E402
+from dashboard.cache import cached_layer_frame, cached_load, cached_runs, cached_worst, clear_all, stamp_of  # noqa: E402
 from dashboard.findings_view import render_findings  # noqa: E402
-from dashboard.markdown import escape  # noqa: E402
-from dashboard.sources import Loaded, Source, SourceProblem, defaults, load, parse_rank, prometheus_runs  # noqa: E402
+from dashboard.mdtext import escape  # noqa: E402
+from dashboard.sources import Loaded, Source, SourceProblem, defaults, parse_rank  # noqa: E402
 from dashboard.summary import run_facts, status, status_line  # noqa: E402
 
 log = logging.getLogger("dashboard")
 KIND_LABELS = {"record": "Run record (SQLite)", "prometheus": "Prometheus"}
 BANNERS = {"critical": st.error, "warning": st.warning, "info": st.info, "healthy": st.success}
-
-
-@st.cache_data(ttl=10, show_spinner="Reading the run ...", max_entries=16)
-def cached_load(source: Source, stamp: float) -> Loaded:
-    """load(), cached for 10 s per source (`stamp`: the record's mtime, so a growing record is re-read)."""
-    return load(source)
-
-
-@st.cache_data(ttl=10, show_spinner=False, max_entries=16)
-def cached_runs(url: str, lookback: str) -> list[tuple[str, int]]:
-    return prometheus_runs(url, lookback)
-
-
-def _stamp(source: Source) -> float:
-    try:
-        return os.stat(Path(source.record).expanduser()).st_mtime if source.kind == "record" else 0.0
-    except OSError:
-        return 0.0
 
 
 def _pick_run(initial: Source, url: str, lookback: str) -> tuple[str | None, int | None]:
@@ -85,8 +68,7 @@ def sidebar(initial: Source) -> Source:
         run, rank = _pick_run(initial, url, lookback)
         chosen = replace(initial, kind="prometheus", prometheus=url, lookback=lookback, run=run, rank=rank)
     if st.sidebar.button("Reload", help="read the source again (it is cached for 10 s)"):
-        cached_load.clear()
-        cached_runs.clear()
+        clear_all()
     return chosen
 
 
@@ -115,9 +97,9 @@ def _show(chart: object, what: str) -> None:
         st.altair_chart(chart, width="stretch")
 
 
-def step_charts(loaded: Loaded) -> None:
+def step_charts(loaded: Loaded, stamp: float) -> None:
     """Loss, global grad norm, loss scale + skipped steps, then the worst layers."""
-    history = loaded.history
+    history, source = loaded.history, loaded.source
     frame = frames.step_frame(history)
     st.header("Over steps")
     cols = st.columns(3)
@@ -128,7 +110,7 @@ def step_charts(loaded: Loaded) -> None:
     with cols[2]:
         _show(charts.loss_scale_chart(frame), "loss scale")
     names = sorted({r.layer for r in history.layers} | set(history.run.layers))
-    worst = frames.worst_layers(history, loaded.findings)
+    worst = cached_worst(source, stamp, loaded)
     st.subheader("Worst layers")
     picked = st.multiselect("Layers", names, default=worst, key="layers",
                             help="preselected: the layers the findings name, then those that went non-finite first")
@@ -136,11 +118,13 @@ def step_charts(loaded: Loaded) -> None:
     for col, field, log in zip(cols, ("param_nonfinite", "grad_nonfinite", "grad_norm"), (False, False, True)):
         with col:
             title = frames.LAYER_FIELDS[field]
-            _show(charts.layer_chart(frames.layer_frame(history, picked, field), title, log=log), title)
+            data = cached_layer_frame(source, stamp, tuple(picked), field, loaded)
+            _show(charts.layer_chart(data, title, log=log), title)
     field = st.selectbox("Another per-layer quantity", list(frames.LAYER_FIELDS), format_func=frames.LAYER_FIELDS.get,
                          index=list(frames.LAYER_FIELDS).index("update_ratio"), key="layer_field")
     title = frames.LAYER_FIELDS[field]
-    _show(charts.layer_chart(frames.layer_frame(history, picked, field), title, log=field != "zero_grad_ratio"), title)
+    data = cached_layer_frame(source, stamp, tuple(picked), field, loaded)
+    _show(charts.layer_chart(data, title, log=field != "zero_grad_ratio"), title)
 
 
 def events(loaded: Loaded) -> None:
@@ -170,8 +154,9 @@ def main() -> None:
         st.info("Choose a source in the sidebar: the path of a run record (monitor.watch(..., record=PATH)) or "
                 "a Prometheus base URL such as http://127.0.0.1:9090.")
         st.stop()
+    stamp = stamp_of(source)
     try:
-        loaded = cached_load(source, _stamp(source))
+        loaded = cached_load(source, stamp)
     except SourceProblem as exc:
         st.error(str(exc))
         st.stop()
@@ -182,7 +167,7 @@ def main() -> None:
     else:
         st.markdown("Nothing to fix: no rule fired on this run.")
     try:
-        step_charts(loaded)
+        step_charts(loaded, stamp)
     except Exception as exc:  # a chart must never hide the findings above
         log.exception("charts failed")
         st.warning(f"charts unavailable: {type(exc).__name__}: {exc}")

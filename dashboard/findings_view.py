@@ -7,7 +7,7 @@ import streamlit as st
 
 from monitor.findings import Finding, rank
 
-from .markdown import escape
+from .mdtext import escape
 
 __all__ = ["BADGES", "ICONS", "render_finding", "render_findings", "step_text"]
 

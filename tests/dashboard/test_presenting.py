@@ -7,7 +7,7 @@ import math
 import pandas as pd
 
 from dashboard import charts, frames, summary
-from dashboard.markdown import escape
+from dashboard.mdtext import escape
 from monitor.diagnosis import run_rules
 from monitor.record import read_record
 

@@ -1,5 +1,6 @@
 """Text from findings and records shown as Markdown, without Markdown (or Streamlit's LaTeX / colour
-directives) reinterpreting it: `2**-25` must not turn bold, `$` must not start a formula."""
+directives) reinterpreting it: `2**-25` must not turn bold, `$` must not start a formula.
+(Not named markdown.py: `streamlit run` puts dashboard/ on sys.path, where it would shadow the PyPI package.)"""
 
 from __future__ import annotations
 
