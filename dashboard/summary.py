@@ -33,7 +33,9 @@ def status_line(history: History, findings: list[Finding]) -> str:
     parts = [f"{counts[s]} {s}" for s in ("critical", "warning", "info") if counts[s]]
     noun = "finding" if len(findings) == 1 else "findings"
     if status(findings) == "critical":
-        return f"{', '.join(parts)} {noun} over {seen}: training is broken, fixes below (best first)."
+        observed = any(f.severity == "critical" and (f.first_step or 0) > 0 for f in findings)
+        verdict = "training is broken" if observed else "this set-up will break training (predicted before step 1)"
+        return f"{', '.join(parts)} {noun} over {seen}: {verdict}; fixes below (best first)."
     return f"No critical finding over {seen}; {', '.join(parts)} {noun} to review."
 
 

@@ -58,3 +58,11 @@ def healthy_record(path: Path) -> Path:
     """The same model in fp32: no findings."""
     watched_run(path, run=HEALTHY_RUN, dtype=torch.float32)
     return path
+
+
+def preflight_record(path: Path) -> Path:
+    """fp16 blocks + AdamW eps=1e-8 watched, closed before any step: pre-flight findings only."""
+    model = Fp16Blocks()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, eps=1e-8)
+    monitor.watch(model, opt, port=None, record=str(path), run="preflight").close()
+    return path

@@ -71,6 +71,16 @@ def test_healthy_record_says_so(page, records) -> None:
     assert f"**run / rank:** {HEALTHY_RUN} / 0" in "\n".join(texts(at.markdown))
 
 
+def test_preflight_only_record(page, records) -> None:
+    at = page(query={"record": str(records["preflight"])})
+    assert at.error[0].value.startswith("1 critical, 1 warning findings over 0 observed steps (last step 0): "
+                                        "this set-up will break training (predicted before step 1)")
+    assert "AdamW eps 1e-08 rounds to 0 in float16 optimizer state" in at.expander[0].label
+    body = "\n".join(texts(at.markdown))
+    assert "`adam_eps_underflow` · pre-flight: predicted from the set-up, before step 1" in body
+    assert {"loss: not observed", "loss scale: not observed", "grad norm: not observed"} <= set(texts(at.caption))
+
+
 def test_source_from_environment_and_link_mismatch(page, records) -> None:
     at = page(query={"run": "other-run", "rank": "3"}, env={"SLATMON_RECORD": str(records["healthy"])})
     assert at.text_input(key="record").value == str(records["healthy"])
