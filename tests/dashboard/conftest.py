@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .runs import eps_underflow_record, healthy_record, preflight_record
+from .runs import eps_underflow_record, healthy_record, loss_scale_record, preflight_record
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 ENV_VARS = ("SLATMON_RECORD", "SLATMON_PROMETHEUS", "SLATMON_RUN", "SLATMON_RANK", "SLATMON_LOOKBACK")
@@ -16,12 +16,13 @@ ENV_VARS = ("SLATMON_RECORD", "SLATMON_PROMETHEUS", "SLATMON_RUN", "SLATMON_RANK
 
 @pytest.fixture(scope="session")
 def records(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """{"eps": adam_eps_underflow record, "healthy": a clean fp32 run, "preflight": no steps}, each written
-    by monitor.watch."""
+    """{"eps": adam_eps_underflow record, "healthy": a clean fp32 run, "preflight": no steps, "scaler": a
+    GradScaler run whose scale collapses at step 10}, each written by monitor.watch."""
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("records")
     return {"eps": eps_underflow_record(root / "eps.sqlite"), "healthy": healthy_record(root / "healthy.sqlite"),
-            "preflight": preflight_record(root / "preflight.sqlite")}
+            "preflight": preflight_record(root / "preflight.sqlite"),
+            "scaler": loss_scale_record(root / "scaler.sqlite")}
 
 
 @pytest.fixture

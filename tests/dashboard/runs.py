@@ -66,3 +66,23 @@ def preflight_record(path: Path) -> Path:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, eps=1e-8)
     monitor.watch(model, opt, port=None, record=str(path), run="preflight").close()
     return path
+
+
+def loss_scale_record(path: Path, *, steps: int = 40, blow_up_at: int = 10) -> Path:
+    """fp32 model under a GradScaler whose loss jumps to ~1e38 at `blow_up_at`: scaled gradients overflow,
+    the scaler skips ~15 steps in a row and halves the scale each time (loss_scale_collapse)."""
+    torch.manual_seed(0)
+    model = Fp16Blocks(torch.float32)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    with monitor.watch(model, opt, scaler=scaler, port=None, record=str(path), run="scaler") as w:
+        for step in range(1, steps + 1):
+            g = torch.Generator().manual_seed(step)
+            x, y = torch.randn(32, 16, generator=g), torch.randn(32, 1, generator=g)
+            opt.zero_grad(set_to_none=True)
+            loss = nn.functional.mse_loss(model(x), y) * (1e38 if step >= blow_up_at else 1.0)
+            w.observe_loss(loss)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+    return path

@@ -81,6 +81,18 @@ def test_preflight_only_record(page, records) -> None:
     assert {"loss: not observed", "loss scale: not observed", "grad norm: not observed"} <= set(texts(at.caption))
 
 
+def test_loss_scale_collapse_record(page, records) -> None:
+    at = page(query={"record": str(records["scaler"])})
+    assert at.error[0].value.startswith("1 critical finding over 40 observed steps") and "training is broken" in \
+        at.error[0].value
+    assert "Loss scale collapsing" in at.expander[0].label
+    body = "\n".join(texts(at.markdown))
+    assert "`loss_scale_collapse` · first seen at step 10" in body
+    assert "**loss scaling:** GradScaler (last scale 2, 15 skipped steps)" in body
+    assert [m.value for m in at.metric][2] == "15"
+    assert any("loss scale (red: skipped steps)" in c.proto.spec for c in at.get("vega_lite_chart"))
+
+
 def test_source_from_environment_and_link_mismatch(page, records) -> None:
     at = page(query={"run": "other-run", "rank": "3"}, env={"SLATMON_RECORD": str(records["healthy"])})
     assert at.text_input(key="record").value == str(records["healthy"])

@@ -68,3 +68,14 @@ def test_charts_mark_nonfinite_steps(records) -> None:
     assert charts.loss_scale_chart(frames.step_frame(h)) is not None
     assert charts.layer_chart(frames.layer_frame(h, [], "grad_norm"), "grad norm") is None
     assert charts.step_chart(frames.step_frame(read_record(records["healthy"])).iloc[:0], "loss", "loss") is None
+
+
+def test_loss_scale_chart_marks_skipped_steps(records) -> None:
+    steps = frames.step_frame(read_record(records["scaler"]))
+    assert list(steps.loc[steps["skipped"], "step"]) == list(range(10, 25))
+    spec = charts.loss_scale_chart(steps).to_dict()
+    line, points = spec["layer"]
+    assert points["mark"]["type"] == "point" and points["transform"] == [{"filter": "datum.skipped"}]
+    assert spec["layer"][0]["encoding"]["y"]["scale"] == {"base": 2, "type": "log"}
+    rows = spec["datasets"][spec["data"]["name"]]
+    assert [r["step"] for r in rows if r["skipped"]] == list(range(10, 25))
