@@ -55,8 +55,9 @@ def sidebar(initial: Source) -> Source:
     """The source controls, prefilled from `initial`; returns what is selected now."""
     st.sidebar.header("Source")
     kinds = list(KIND_LABELS)
-    kind = st.sidebar.radio("Read from", kinds, index=kinds.index(initial.kind) if initial.kind in kinds else 0,
-                            format_func=KIND_LABELS.get, key="kind")
+    # A bare alert link (?run=&rank=, no source configured) names a run that lives in Prometheus.
+    start = initial.kind or ("prometheus" if initial.run else "record")
+    kind = st.sidebar.radio("Read from", kinds, index=kinds.index(start), format_func=KIND_LABELS.get, key="kind")
     if kind == "record":
         record = st.sidebar.text_input("Run record path", value=initial.record, key="record",
                                        placeholder="runs/RUN.sqlite")
@@ -141,6 +142,17 @@ def events(loaded: Loaded) -> None:
     st.table(table.set_index("step"))
 
 
+def ask_for_source(source: Source) -> None:
+    """The page's first screen when no source is set (an alert link names its run)."""
+    if source.run:
+        wanted = f"run {source.run!r}" + (f" rank {source.rank}" if source.rank is not None else "")
+        st.info(f"This link asks for {escape(wanted)}: enter the Prometheus URL that scrapes it in the sidebar "
+                "(or start the page with `slat-monitor triage --prometheus URL`).")
+    else:
+        st.info("Choose a source in the sidebar: the path of a run record (monitor.watch(..., record=PATH)) "
+                "or a Prometheus base URL such as http://127.0.0.1:9090.")
+
+
 def main() -> None:
     st.set_page_config(page_title="slat-monitor triage", page_icon="🩺", layout="wide")
     st.title("slat-monitor triage")
@@ -151,8 +163,7 @@ def main() -> None:
         st.error(str(exc))
         st.stop()
     if not (source.record if source.kind == "record" else source.prometheus):
-        st.info("Choose a source in the sidebar: the path of a run record (monitor.watch(..., record=PATH)) or "
-                "a Prometheus base URL such as http://127.0.0.1:9090.")
+        ask_for_source(source)
         st.stop()
     stamp = stamp_of(source)
     try:

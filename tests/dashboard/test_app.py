@@ -111,6 +111,10 @@ def test_no_source_asks_for_one(page) -> None:
     at = page()
     assert texts(at.info)[0].startswith("Choose a source in the sidebar")
     assert not at.error and not at.expander
+    at = page(query={"run": "slat-vae-01", "rank": "1"})  # an alert link, page started without a source
+    assert at.radio(key="kind").value == "prometheus"
+    assert texts(at.info) == ["This link asks for run 'slat-vae-01' rank 1: enter the Prometheus URL that scrapes "
+                              "it in the sidebar (or start the page with `slat-monitor triage --prometheus URL`)."]
 
 
 def test_bad_inputs_are_clear_errors(page, tmp_path: Path) -> None:
