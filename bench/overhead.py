@@ -45,9 +45,17 @@ def mlp_workload(device: torch.device) -> tuple[nn.Module, Callable[[], torch.Te
 
 
 def slat_workload(device: torch.device) -> tuple[nn.Module, Callable[[], torch.Tensor]]:
-    from trainer_example.bench_support import tiny_step  # noqa: PLC0415 - optional dependency
+    """trainer_example's tiny SLAT VAE (fp32 weights), one fixed batch."""
+    from trainer_example.config import TrainConfig
+    from trainer_example.data import SyntheticVoxels
+    from trainer_example.losses import vae_loss
+    from trainer_example.model import SlatVAE
 
-    return tiny_step(device)
+    torch.manual_seed(0)
+    cfg = TrainConfig(config="tiny").model_config()
+    model = SlatVAE(cfg, native=device.type != "cuda").to(device)
+    batch = SyntheticVoxels(cfg, 0, device).batch(0)
+    return model, lambda: vae_loss(model(batch.x), batch).total
 
 
 def time_variant(make, device: torch.device, options: dict | None, steps: int) -> list[float]:

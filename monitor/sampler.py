@@ -140,6 +140,7 @@ class StepSampler:
     def _count_nonfinite(self, v: dict[str, list[float | None]]) -> dict[str, list[float | None]]:
         """NaN+Inf counts: 0 where the norm is finite (no work), counted where it is not.
 
+        Also exact non-zero counts where the fused count came back NaN (CUDA, NaN gradients).
         Parameters that were non-finite before the update are counted in begin() when the previous
         sample ended non-finite; otherwise (they broke between two samples) that count is None."""
         n = len(self.layers.params)
@@ -151,20 +152,23 @@ class StepSampler:
             return [None if v[norm_key][i] is None else 0.0 for i in range(n)]
 
         out: dict[str, list[float | None]] = {"p_nonfinite": zeros("p_norm")}
-        todo = {"p_nonfinite": (self.layers.params, bad("p_norm"))}
+        todo = {"p_nonfinite": (self.layers.params, bad("p_norm"), "nonfinite")}
+        if self._grads:  # fused non-zero counts are NaN where a gradient holds NaN: count exactly
+            out["g_nonzero"] = list(v["g_nonzero"])
+            todo["g_nonzero"] = (self._grads, bad("g_nonzero"), "nonzero_exact")
         if "g_nonfinite" not in v:
             out["g_nonfinite"] = zeros("g_norm")
-            todo["g_nonfinite"] = (self._grads, bad("g_norm"))
+            todo["g_nonfinite"] = (self._grads, bad("g_norm"), "nonfinite")
         if "p_nonfinite_before" not in v:
             out["p_nonfinite_before"] = zeros("p_norm_before")
             for i in bad("p_norm_before"):
                 out["p_nonfinite_before"][i] = None
-        if any(idx for _, idx in todo.values()):
+        if any(idx for _, idx, _ in todo.values()):
             b = DeviceBatch()
-            for key, (tensors, idx) in todo.items():
-                b.add(key, [tensors[i] if i in idx else None for i in range(n)], "nonfinite")
+            for key, (tensors, idx, stat) in todo.items():
+                b.add(key, [tensors[i] if i in idx else None for i in range(n)], stat)
             counted = b.fetch()
-            for key, (_, idx) in todo.items():
+            for key, (_, idx, _) in todo.items():
                 for i in idx:
                     out[key][i] = counted[key][i]
         return out
@@ -172,11 +176,10 @@ class StepSampler:
     @staticmethod
     def _diffs(after: list[torch.Tensor] | tuple[torch.Tensor, ...],
                before: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
-        """after - before, written into the `before` copies (one fused kernel, no new memory)."""
+        """before - after (= minus the update: same norm), written into the `before` copies:
+        one fused kernel, no new memory. None where there was no `before`."""
         keep = [i for i, o in enumerate(before) if o is not None]
-        olds = [before[i] for i in keep]
-        torch._foreach_mul_(olds, -1.0)  # type: ignore[arg-type]
-        torch._foreach_add_(olds, [after[i].detach() for i in keep])  # type: ignore[arg-type]
+        torch._foreach_sub_([before[i] for i in keep], [after[i].detach() for i in keep])  # type: ignore[misc]
         return list(before)
 
     def _layer_rows(self, v: dict[str, list[float | None]], state: list[torch.Tensor | None]) -> list[LayerObs]:

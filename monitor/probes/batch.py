@@ -24,8 +24,21 @@ def _norm(ts: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def _nonzero(ts: list[torch.Tensor]) -> list[torch.Tensor]:
-    # The L0 "norm" counts elements != 0 (NaN counts as non-zero).
-    return list(torch._foreach_norm(ts, 0, dtype=torch.float32))
+    """Elements != 0 (NaN counts as non-zero). On CUDA `_foreach_norm` has fused kernels for L1, L2
+    and inf only, so there |sign(x)| summed by the fused L1 norm counts them (NaN where x has a NaN;
+    the sampler recounts those). Elsewhere `count_nonzero` is the fastest exact count (CPU: ~2x
+    faster than an L0 norm)."""
+    if ts[0].device.type == "cuda":
+        return _nonzero_fused(ts)
+    return [torch.count_nonzero(t).to(torch.float32) for t in ts]
+
+
+def _nonzero_fused(ts: list[torch.Tensor]) -> list[torch.Tensor]:
+    return list(torch._foreach_norm(torch._foreach_sign(ts), 1, dtype=torch.float32))
+
+
+def _nonzero_exact(ts: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [torch.count_nonzero(t).to(torch.float32) for t in ts]
 
 
 def _nonfinite(ts: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -36,6 +49,7 @@ def _nonfinite(ts: list[torch.Tensor]) -> list[torch.Tensor]:
 STATS: dict[str, Callable[[list[torch.Tensor]], list[torch.Tensor]]] = {
     "norm": _norm,
     "nonzero": _nonzero,
+    "nonzero_exact": _nonzero_exact,
     "nonfinite": _nonfinite,
 }
 
