@@ -26,8 +26,8 @@ def records(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def page(monkeypatch: pytest.MonkeyPatch) -> Callable[..., object]:
-    """Factory: `page(query={...}, env={...})` -> the AppTest of dashboard/app.py after its first run.
+def app_page(monkeypatch: pytest.MonkeyPatch) -> Callable[..., object]:
+    """Factory: `app_page(query={...}, env={...})` -> the AppTest of dashboard/app.py after its first run.
     SLATMON_* source variables are cleared first, so only `env` applies."""
     from streamlit.testing.v1 import AppTest
 

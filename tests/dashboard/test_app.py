@@ -18,9 +18,9 @@ def texts(elements) -> list[str]:
     return [e.value for e in elements]
 
 
-def test_eps_underflow_record_shows_finding_fixes_and_snippets(page, records) -> None:
+def test_eps_underflow_record_shows_finding_fixes_and_snippets(app_page, records) -> None:
     expected = run_rules(read_record(records["eps"]))
-    at = page(query={"record": str(records["eps"])})
+    at = app_page(query={"record": str(records["eps"])})
     assert not at.success and len(at.error) == 1
     assert at.error[0].value.startswith("2 critical") and "training is broken" in at.error[0].value
     labels = [e.label for e in at.expander]
@@ -40,8 +40,8 @@ def test_eps_underflow_record_shows_finding_fixes_and_snippets(page, records) ->
     assert "4\\. `amsgrad` —" in body
 
 
-def test_eps_underflow_record_header_charts_and_events(page, records) -> None:
-    at = page(query={"record": str(records["eps"])})
+def test_eps_underflow_record_header_charts_and_events(app_page, records) -> None:
+    at = app_page(query={"record": str(records["eps"])})
     body = "\n".join(texts(at.markdown))
     assert f"**run / rank:** {EPS_RUN} / 0" in body
     assert "**optimizer:** AdamW: lr 0.001, eps 1e-08" in body
@@ -56,23 +56,23 @@ def test_eps_underflow_record_header_charts_and_events(page, records) -> None:
     assert ("nonfinite", "param", "blocks.0") in set(zip(events["kind"], events["tensor"], events["layer"]))
 
 
-def test_chart_quantity_can_be_changed(page, records) -> None:
-    at = page(query={"record": str(records["eps"])})
+def test_chart_quantity_can_be_changed(app_page, records) -> None:
+    at = app_page(query={"record": str(records["eps"])})
     at.selectbox(key="layer_field").select("state_zero_ratio").run()
     assert not at.exception
     assert any("Adam exp_avg_sq zero share" in str(c.proto.spec) for c in at.get("vega_lite_chart"))
 
 
-def test_healthy_record_says_so(page, records) -> None:
-    at = page(query={"record": str(records["healthy"])})
+def test_healthy_record_says_so(app_page, records) -> None:
+    at = app_page(query={"record": str(records["healthy"])})
     assert texts(at.success) == ["Healthy: no findings over 6 observed steps (last step 6)."]
     assert not at.error and not at.warning and not at.expander and not at.code
     assert "Nothing to fix: no rule fired on this run." in texts(at.markdown)
     assert f"**run / rank:** {HEALTHY_RUN} / 0" in "\n".join(texts(at.markdown))
 
 
-def test_preflight_only_record(page, records) -> None:
-    at = page(query={"record": str(records["preflight"])})
+def test_preflight_only_record(app_page, records) -> None:
+    at = app_page(query={"record": str(records["preflight"])})
     assert at.error[0].value.startswith("1 critical, 1 warning findings over 0 observed steps (last step 0): "
                                         "this set-up will break training (predicted before step 1)")
     assert "AdamW eps 1e-08 rounds to 0 in float16 optimizer state" in at.expander[0].label
@@ -81,8 +81,8 @@ def test_preflight_only_record(page, records) -> None:
     assert {"loss: not observed", "loss scale: not observed", "grad norm: not observed"} <= set(texts(at.caption))
 
 
-def test_loss_scale_collapse_record(page, records) -> None:
-    at = page(query={"record": str(records["scaler"])})
+def test_loss_scale_collapse_record(app_page, records) -> None:
+    at = app_page(query={"record": str(records["scaler"])})
     assert at.error[0].value.startswith("1 critical finding over 40 observed steps") and "training is broken" in \
         at.error[0].value
     assert "Loss scale collapsing" in at.expander[0].label
@@ -93,31 +93,31 @@ def test_loss_scale_collapse_record(page, records) -> None:
     assert any("loss scale (red: skipped steps)" in c.proto.spec for c in at.get("vega_lite_chart"))
 
 
-def test_source_from_environment_and_link_mismatch(page, records) -> None:
-    at = page(query={"run": "other-run", "rank": "3"}, env={"SLATMON_RECORD": str(records["healthy"])})
+def test_source_from_environment_and_link_mismatch(app_page, records) -> None:
+    at = app_page(query={"run": "other-run", "rank": "3"}, env={"SLATMON_RECORD": str(records["healthy"])})
     assert at.text_input(key="record").value == str(records["healthy"])
     assert texts(at.warning) == [
         f"the link asks for run 'other-run', but this record holds run '{HEALTHY_RUN}'",
         "the link asks for rank 3, but this record holds rank 0"]
 
 
-def test_sidebar_switches_source(page, records) -> None:
-    at = page(query={"record": str(records["healthy"])})
+def test_sidebar_switches_source(app_page, records) -> None:
+    at = app_page(query={"record": str(records["healthy"])})
     at.text_input(key="record").input(str(records["eps"])).run()
     assert at.error[0].value.startswith("2 critical") and len(at.code) > 0
 
 
-def test_no_source_asks_for_one(page) -> None:
-    at = page()
+def test_no_source_asks_for_one(app_page) -> None:
+    at = app_page()
     assert texts(at.info)[0].startswith("Choose a source in the sidebar")
     assert not at.error and not at.expander
-    at = page(query={"run": "slat-vae-01", "rank": "1"})  # an alert link, page started without a source
+    at = app_page(query={"run": "slat-vae-01", "rank": "1"})  # an alert link, page started without a source
     assert at.radio(key="kind").value == "prometheus"
     assert texts(at.info) == ["This link asks for run 'slat-vae-01' rank 1: enter the Prometheus URL that scrapes "
                               "it in the sidebar (or start the page with `slat-monitor triage --prometheus URL`)."]
 
 
-def test_bad_inputs_are_clear_errors(page, tmp_path: Path) -> None:
+def test_bad_inputs_are_clear_errors(app_page, tmp_path: Path) -> None:
     missing = tmp_path / "missing.sqlite"
     text = tmp_path / "notes.txt"
     text.write_text("not a database")
@@ -133,6 +133,6 @@ def test_bad_inputs_are_clear_errors(page, tmp_path: Path) -> None:
         ({"record": str(missing), "rank": "zero"}, "rank must be an integer (the `rank` label), got 'zero'"),
     ]
     for query, message in cases:
-        at = page(query=query)
+        at = app_page(query=query)
         assert len(at.error) == 1 and at.error[0].value.startswith(message), (query, texts(at.error))
         assert not at.expander and not at.code and not at.success

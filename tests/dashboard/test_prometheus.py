@@ -45,10 +45,10 @@ def prom(module_servers, tmp_path_factory: pytest.TempPathFactory) -> str:
     return server.url
 
 
-def test_alert_link_opens_the_run(page, prom: str) -> None:
+def test_alert_link_opens_the_run(app_page, prom: str) -> None:
     link = TRIAGE_LINK.replace("{triage}", "http://127.0.0.1:8501")
     assert link.startswith("http://127.0.0.1:8501/?run=") and "&rank=" in link  # the params the page reads
-    at = page(query={"run": RUN, "rank": "0"}, env={"SLATMON_PROMETHEUS": prom})
+    at = app_page(query={"run": RUN, "rank": "0"}, env={"SLATMON_PROMETHEUS": prom})
     assert at.radio(key="kind").value == "prometheus"
     assert at.selectbox(key="run_pick").value == RUN and at.selectbox(key="rank_pick").value == 0
     assert RUN in at.selectbox(key="run_pick").options
@@ -58,7 +58,7 @@ def test_alert_link_opens_the_run(page, prom: str) -> None:
     assert any(f"Source: Prometheus {prom} run {RUN} rank 0" in c.value.replace("\\", "") for c in at.caption)
 
 
-def test_unknown_run_in_link(page, prom: str) -> None:
-    at = page(query={"run": "gone", "rank": "0"}, env={"SLATMON_PROMETHEUS": prom})
+def test_unknown_run_in_link(app_page, prom: str) -> None:
+    at = app_page(query={"run": "gone", "rank": "0"}, env={"SLATMON_PROMETHEUS": prom})
     assert len(at.error) == 1 and at.error[0].value.startswith(f"run 'gone' not found in Prometheus at {prom}")
     assert RUN in at.error[0].value and not at.expander
