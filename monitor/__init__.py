@@ -11,11 +11,13 @@ from __future__ import annotations
 from .diagnosis import diagnose
 from .errors import ConfigError, RecordError, SlatMonitorError, SourceError
 from .findings import Finding, Fix
-from .history import History
+from .history import Event, History
+from .replay import localize
 from .watcher import Watcher, watch
 
 __all__ = [
     "ConfigError",
+    "Event",
     "Finding",
     "Fix",
     "History",
@@ -24,6 +26,7 @@ __all__ = [
     "SourceError",
     "Watcher",
     "diagnose",
+    "localize",
     "watch",
 ]
 __version__ = "0.1.0"

@@ -1,0 +1,47 @@
+"""`monitor.localize(model, run_batch)`: replay one batch with localisation hooks, on demand."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+from .history import Event
+from .localize import Localizer, output_tensors
+
+__all__ = ["localize"]
+
+
+def localize(model: nn.Module, run_batch: Callable[[nn.Module], Any], *, backward: bool = True) -> list[Event]:
+    """Run `run_batch(model)` once with forward (and backward) hooks on every module and return the
+    first module whose output went non-finite and, if `backward`, the first whose output gradient did.
+
+    `run_batch` returns the loss (or any output holding tensors). The backward pass goes through
+    `torch.autograd.grad`, so the parameters' `.grad` are left as they were; no optimizer runs and
+    the model is not changed (its modules' train/eval mode neither). Syncs with the GPU once at the end.
+    """
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"localize(): model must be a torch.nn.Module, got {type(model).__name__!r}")
+    if not callable(run_batch):
+        raise ConfigError("localize(): run_batch must be a callable taking the model and returning the loss")
+    loc = Localizer(model)
+    try:
+        result = run_batch(model)
+        if backward:
+            _backward(model, result)
+    finally:
+        loc.remove()
+    events, _ = loc.resolve(step=0)
+    return events
+
+
+def _backward(model: nn.Module, result: Any) -> None:
+    outs = [t for t in output_tensors(result) if t.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not outs or not params:
+        return
+    loss = sum(t.float().sum() for t in outs) if len(outs) > 1 or outs[0].numel() > 1 else outs[0]
+    torch.autograd.grad(loss, params, allow_unused=True)
