@@ -12,6 +12,8 @@ __all__ = ["MAX_STEPS", "layer_chart", "loss_scale_chart", "step_chart", "thin"]
 
 MAX_STEPS = 800
 BAD = "#d62728"
+AXIS = alt.Axis(format=",.6~g")  # 1.2e+38, 0.001, 65,536: no "1.19999999..." or "0.000000" labels
+STEP_AXIS = alt.Axis(format="d", tickMinStep=1)  # steps are integers: no 1.2, 1.4 ticks
 
 
 def thin(frame: pd.DataFrame, keep: pd.Series | None = None, max_steps: int = MAX_STEPS) -> pd.DataFrame:
@@ -23,6 +25,10 @@ def thin(frame: pd.DataFrame, keep: pd.Series | None = None, max_steps: int = MA
     chosen = set(steps.iloc[::stride]) | set(steps.iloc[-1:])
     mask = frame["step"].isin(chosen)
     return frame[mask | keep] if keep is not None else frame[mask]
+
+
+def _x() -> alt.X:
+    return alt.X("step:Q", title="step", axis=STEP_AXIS)
 
 
 def _scale(values: pd.Series, log: bool, base: int = 10) -> alt.Scale:
@@ -46,7 +52,7 @@ def step_chart(frame: pd.DataFrame, key: str, title: str, log: bool = False) -> 
     if data[key].isna().all() and not data[flag].any():
         return None
     line = alt.Chart(data).mark_line(point=len(data) <= 60).encode(
-        x=alt.X("step:Q", title="step"), y=alt.Y(f"{key}:Q", title=title, scale=_scale(data[key], log)),
+        x=_x(), y=alt.Y(f"{key}:Q", title=title, scale=_scale(data[key], log), axis=AXIS),
         tooltip=["step:Q", alt.Tooltip(f"{key}:Q", format=".4g")])
     return alt.layer(line, _bad_rules(data[data[flag]])).properties(title=title)
 
@@ -57,8 +63,8 @@ def loss_scale_chart(frame: pd.DataFrame) -> alt.LayerChart | None:
     if data["loss_scale"].isna().all():
         return None
     base = alt.Chart(data).encode(
-        x=alt.X("step:Q", title="step"),
-        y=alt.Y("loss_scale:Q", title="loss scale", scale=_scale(data["loss_scale"], True, base=2)),
+        x=_x(),
+        y=alt.Y("loss_scale:Q", title="loss scale", scale=_scale(data["loss_scale"], True, base=2), axis=AXIS),
         tooltip=["step:Q", alt.Tooltip("loss_scale:Q", format=".4g"), "skipped:N", "skipped_total:Q"])
     skipped = base.transform_filter("datum.skipped").mark_point(color=BAD, filled=True, size=40)
     return alt.layer(base.mark_line(), skipped).properties(title="loss scale (red: skipped steps)")
@@ -70,7 +76,7 @@ def layer_chart(frame: pd.DataFrame, title: str, log: bool = False) -> alt.Layer
         return None
     data = thin(frame, keep=frame["nonfinite"])
     line = alt.Chart(data).mark_line(point=data["step"].nunique() <= 60).encode(
-        x=alt.X("step:Q", title="step"), y=alt.Y("value:Q", title=title, scale=_scale(data["value"], log)),
+        x=_x(), y=alt.Y("value:Q", title=title, scale=_scale(data["value"], log), axis=AXIS),
         color=alt.Color("layer:N", legend=alt.Legend(orient="bottom", columns=2, labelLimit=240)),
         tooltip=["step:Q", "layer:N", alt.Tooltip("value:Q", format=".4g")])
     return alt.layer(line, _bad_rules(data[data["nonfinite"]], color="layer")).properties(title=title)
