@@ -17,7 +17,9 @@ from torch import nn
 
 from .history import Event
 
-__all__ = ["Localizer", "OutputProbe", "output_tensors"]
+__all__ = ["OUTPUT", "Localizer", "OutputProbe", "output_tensors"]
+
+OUTPUT = "[output]"  # pseudo-layer for the model's own output (the root module's forward output)
 
 
 def output_tensors(value: Any, depth: int = 0) -> Iterator[torch.Tensor]:
@@ -85,7 +87,7 @@ class Localizer:
         self._forward: list[tuple[str, str, torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._backward: list[tuple[str, str, torch.Tensor]] = []
         self._active = True
-        self._handles = [m.register_forward_hook(self._make_hook(name or "<root>"))
+        self._handles = [m.register_forward_hook(self._make_hook(name or OUTPUT))
                          for name, m in model.named_modules()]
 
     def _make_hook(self, name: str):  # noqa: ANN202 - a closure per module, created once

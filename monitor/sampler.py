@@ -15,11 +15,12 @@ import torch
 
 from .history import LayerObs
 from .layers import LayerMap
+from .localize import OUTPUT
 from .probes import DeviceBatch
 
 __all__ = ["ROOT", "SampledStep", "StepSampler"]
 
-ROOT = "[output]"  # pseudo-layer of the model's own output (activation_nonfinite only)
+ROOT = OUTPUT  # pseudo-layer of the model's own output (activation_nonfinite only)
 
 
 @dataclass(frozen=True)

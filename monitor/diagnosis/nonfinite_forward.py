@@ -3,7 +3,7 @@
 Source: "localized" events with direction "forward" that the watcher records on the step(s) after a
 non-finite event, kept only where the module itself made the value (finite input, own parameters
 finite going into that step - see observe.forward_origins). Without events, the first layer row (in
-module order, the model-output rows "[output]" / "<root>" excluded) with LayerObs.activation_nonfinite > 0 is used,
+module order, the model-output row "[output]" excluded) with LayerObs.activation_nonfinite > 0 is used,
 but only at steps without forward events and with every parameter finite going in.
 Severity: critical when no loss scaling is in use (the step writes NaN/Inf into the weights) or the
 module produced non-finite outputs on >= REPEAT_STEPS (2) distinct steps; warning for a one-off under

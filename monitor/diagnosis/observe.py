@@ -40,7 +40,6 @@ __all__ = [
     "params_broken_before",
     "prev_layer_rows",
     "OUTPUT_ROWS",
-    "ROOT",
     "root_output_nonfinite",
     "rows_by_step",
     "sorted_steps",
@@ -249,13 +248,12 @@ def step_obs(history: History, step: int) -> StepObs | None:
     return index_of(history).step_map.get(step)
 
 
-ROOT = "<root>"  # the model itself, as Localizer names it
-OUTPUT_ROWS = (ROOT, "[output]")  # pseudo-layers holding the model output's non-finite count
+OUTPUT_ROWS = ("[output]",)  # the pseudo-layer holding the model output's non-finite count
 
 
 def root_output_nonfinite(history: History, step: int) -> bool | None:
     """Whether the model's forward output at `step` had non-finite elements (the watcher's "[output]"
-    row, or Localizer's "<root>"); None when not measured."""
+    row); None when not measured."""
     counts = [count(r.activation_nonfinite) for r in rows_by_step(history).get(step, [])
               if r.layer in OUTPUT_ROWS]
     known = [c for c in counts if c is not None]

@@ -126,10 +126,9 @@ def test_no_scaler_forward_origin_is_critical() -> None:
     assert nonfinite_forward.rule(h)[0].severity == "critical"
 
 
-def test_activation_rows_fallback_skips_root() -> None:
+def test_activation_rows_fallback_skips_the_model_output() -> None:
     h = healthy(steps=6)
     root_row(h, 4, 10)
-    h.layers.append(LayerObs(step=4, layer="<root>", activation_nonfinite=10))
     assert nonfinite_forward.rule(h) == []
     h.layers.append(LayerObs(step=4, layer="blocks.1.mlp", activation_nonfinite=3))
     assert nonfinite_forward.rule(h)[0].layers == ("blocks.1.mlp",)
