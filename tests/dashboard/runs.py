@@ -9,43 +9,17 @@ import torch
 from torch import nn
 
 import monitor
+from tests.models import Fp16Blocks
+from tests.models import watched_run as _watched_run
 
 EPS_RUN, HEALTHY_RUN = "eps-162", "healthy"
-
-
-class Fp16Blocks(nn.Module):
-    """fp16 blocks between fp32 input and output layers (TRELLIS #162's shape); `dtype` float32 = healthy."""
-
-    def __init__(self, dtype: torch.dtype = torch.float16) -> None:
-        super().__init__()
-        self.input_layer = nn.Linear(16, 32)
-        self.blocks = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 32)).to(dtype)
-        self.out_layer = nn.Linear(32, 1)
-        self.dtype = dtype
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out_layer(self.blocks(self.input_layer(x).to(self.dtype)).float())
 
 
 def watched_run(record: Path | None, *, run: str, dtype: torch.dtype = torch.float16, eps: float = 1e-8,
                 steps: int = 6, port: int | None = None,
                 between: Callable[[int, monitor.Watcher], None] | None = None) -> None:
-    """`steps` AdamW steps of Fp16Blocks under monitor.watch (record and/or /metrics on `port`);
-    `between(step, watcher)` runs after each step."""
-    torch.manual_seed(0)
-    model = Fp16Blocks(dtype)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, eps=eps)
-    with monitor.watch(model, opt, port=port, record=None if record is None else str(record), run=run) as w:
-        for step in range(1, steps + 1):
-            g = torch.Generator().manual_seed(step)
-            x, y = torch.randn(32, 16, generator=g), torch.randn(32, 1, generator=g)
-            opt.zero_grad(set_to_none=True)
-            loss = nn.functional.mse_loss(model(x), y)
-            w.observe_loss(loss)
-            loss.backward()
-            opt.step()
-            if between is not None:
-                between(step, w)
+    """tests.models.watched_run with the dashboard's defaults (6 steps, lr 1e-3)."""
+    _watched_run(record, run=run, dtype=dtype, eps=eps, lr=1e-3, steps=steps, port=port, between=between)
 
 
 def eps_underflow_record(path: Path) -> Path:

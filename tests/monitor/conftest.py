@@ -7,27 +7,9 @@ import torch
 from torch import nn
 
 import monitor
+from tests.models import Fp16Blocks, batch
 
-
-class Fp16Blocks(nn.Module):
-    """fp16 blocks between an fp32 input and an fp32 output layer, like TRELLIS's convert_to_fp16()."""
-
-    def __init__(self, fp16: bool = True) -> None:
-        super().__init__()
-        self.input_layer = nn.Linear(16, 32)
-        self.blocks = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 32))
-        self.out_layer = nn.Linear(32, 1)
-        self.dtype = torch.float16 if fp16 else torch.float32
-        self.blocks.to(self.dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.blocks(self.input_layer(x).to(self.dtype))
-        return self.out_layer(h.float())
-
-
-def batch(seed: int = 0, n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 16, generator=g), torch.randn(n, 1, generator=g)
+__all__ = ["Fp16Blocks", "batch", "train_steps"]
 
 
 def train_steps(model: nn.Module, opt: torch.optim.Optimizer, steps: int, watcher=None, loss_mul: float = 1e-3,

@@ -66,7 +66,7 @@ def test_busy_port_is_a_clear_error(watched, tmp_path):
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        model = Fp16Blocks(fp16=False)
+        model = Fp16Blocks(torch.float32)
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
         with pytest.raises(monitor.ConfigError, match=rf"127\.0\.0\.1:{port}.*port=0"):
             watched(model, opt, port=port, record=tmp_path / "r.sqlite")
@@ -75,7 +75,7 @@ def test_busy_port_is_a_clear_error(watched, tmp_path):
 
 
 def test_endpoint_stops_on_close(watched):
-    model = Fp16Blocks(fp16=False)
+    model = Fp16Blocks(torch.float32)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     w = watched(model, opt, port=0)
     url = w.url

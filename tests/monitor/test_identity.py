@@ -22,7 +22,7 @@ def hook_counts(model: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, int,
 
 def run(fp16: bool, watcher_factory=None, steps: int = 20, scaler: bool = False, eps: float = 1e-4):
     torch.manual_seed(0)
-    model = Fp16Blocks(fp16=fp16)
+    model = Fp16Blocks(torch.float16 if fp16 else torch.float32)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, eps=eps)
     sc = torch.amp.GradScaler("cpu", init_scale=2.0**10) if scaler else None
     w = watcher_factory(model, opt, scaler=sc, every=3) if watcher_factory else None
@@ -45,7 +45,7 @@ def test_watched_run_is_bitwise_identical(watched, fp16, scaler, eps):
 
 
 def test_close_removes_every_hook_and_restores_the_scaler(watched):
-    model = Fp16Blocks(fp16=False)
+    model = Fp16Blocks(torch.float32)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     scaler = torch.amp.GradScaler("cpu")
     before = hook_counts(model, opt)

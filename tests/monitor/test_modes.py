@@ -11,7 +11,7 @@ from .conftest import Fp16Blocks, batch, train_steps
 
 
 def test_gradient_accumulation_samples_once_per_optimizer_step(watched):
-    model = Fp16Blocks(fp16=False)
+    model = Fp16Blocks(torch.float32)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     w = watched(model, opt)
     for step in range(3):
@@ -28,7 +28,7 @@ def test_gradient_accumulation_samples_once_per_optimizer_step(watched):
 
 
 def test_frozen_and_unused_parameters(watched):
-    model = Fp16Blocks(fp16=False)
+    model = Fp16Blocks(torch.float32)
     model.input_layer.requires_grad_(False)
     unused = nn.Linear(3, 3)
     model.add_module("unused", unused)
@@ -44,7 +44,7 @@ def test_frozen_and_unused_parameters(watched):
 
 
 def test_every_n_samples_steps_1_n_plus_1(watched):
-    model = Fp16Blocks(fp16=False)
+    model = Fp16Blocks(torch.float32)
     opt = torch.optim.SGD(model.parameters(), lr=1e-2)
     w = watched(model, opt, every=4)
     train_steps(model, opt, 10, w)
@@ -65,7 +65,7 @@ class Overflows(nn.Module):
 
 
 def test_localisation_names_the_first_module_with_a_nonfinite_output(watched):
-    model = Fp16Blocks(fp16=False)
+    model = Fp16Blocks(torch.float32)
     model.blocks.insert(1, Overflows())
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     scaler = torch.amp.GradScaler("cpu")
@@ -98,7 +98,7 @@ def test_load_state_dict_relints(watched):
 
 def test_kill_switch(monkeypatch):
     monkeypatch.setenv("SLATMON_DISABLE", "1")
-    model = Fp16Blocks(fp16=False)
+    model = Fp16Blocks(torch.float32)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with monitor.watch(model, opt, port=0) as w:
         train_steps(model, opt, 2, w)

@@ -18,7 +18,7 @@ class Blowup(nn.Module):
 
 def test_localize_names_the_overflowing_module_and_keeps_grads():
     torch.manual_seed(0)
-    model = Fp16Blocks(fp16=False)
+    model = Fp16Blocks(torch.float32)
     model.blocks.insert(2, Blowup())
     x, y = batch(0)
     nn.functional.mse_loss(model(x), y).backward()
@@ -34,11 +34,11 @@ def test_localize_names_the_overflowing_module_and_keeps_grads():
 
 
 def test_localize_healthy_batch_finds_nothing():
-    model = Fp16Blocks(fp16=False)
+    model = Fp16Blocks(torch.float32)
     x, y = batch(0)
     assert monitor.localize(model, lambda m: nn.functional.mse_loss(m(x), y)) == []
 
 
 def test_localize_bad_arguments():
     with pytest.raises(monitor.ConfigError, match="run_batch must be a callable"):
-        monitor.localize(Fp16Blocks(fp16=False), "batch")
+        monitor.localize(Fp16Blocks(torch.float32), "batch")

@@ -24,20 +24,20 @@ from .conftest import Fp16Blocks, train_steps
     ({"scaler": torch.amp.GradScaler("cpu"), "loss_scale": lambda: 1.0}, r"not both"),
 ])
 def test_bad_arguments_name_the_argument(kwargs, match):
-    model = Fp16Blocks(fp16=False)
+    model = Fp16Blocks(torch.float32)
     args = {"model": model, "optimizer": torch.optim.SGD(model.parameters(), lr=0.1), "port": None, **kwargs}
     with pytest.raises(monitor.ConfigError, match=match):
         monitor.watch(**args)
 
 
 def test_optimizer_of_another_model_is_rejected():
-    model, other = Fp16Blocks(fp16=False), nn.Linear(3, 3)
+    model, other = Fp16Blocks(torch.float32), nn.Linear(3, 3)
     with pytest.raises(monitor.ConfigError, match=r"optimizer's parameters are not model's"):
         monitor.watch(model, torch.optim.SGD(other.parameters(), lr=0.1), port=None)
 
 
 def test_disabled_scaler_is_documented_as_no_loss_scaling(watched):
-    model = Fp16Blocks(fp16=False)
+    model = Fp16Blocks(torch.float32)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     w = watched(model, opt, scaler=torch.amp.GradScaler("cpu", enabled=False))
     assert w.info.scaler == "disabled" and w.counters.loss_scale == 1.0
@@ -53,7 +53,7 @@ def test_monitor_errors_are_counted_logged_once_and_swallowed(watched, caplog):
         return 1.0
 
     torch.manual_seed(0)
-    model = Fp16Blocks(fp16=False)
+    model = Fp16Blocks(torch.float32)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     w = watched(model, opt, loss_scale=flaky_scale)
     with caplog.at_level(logging.ERROR, logger="monitor"):

@@ -21,7 +21,7 @@ def scaler_step(model, opt, scaler, w, i, poison: bool = False) -> None:
 
 
 def test_injected_inf_skips_exactly_one_step_and_halves_the_scale(watched):
-    model = Fp16Blocks(fp16=False)
+    model = Fp16Blocks(torch.float32)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16, growth_interval=1000)
     w = watched(model, opt, scaler=scaler)

@@ -1,0 +1,52 @@
+"""Small models and watched runs shared by the test packages (real monitor.watch, CPU, < 1 s each)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import monitor
+
+
+class Fp16Blocks(nn.Module):
+    """`dtype` blocks between fp32 input and output layers, like TRELLIS's convert_to_fp16()
+    (float16: the TRELLIS #162 shape; float32: a healthy model)."""
+
+    def __init__(self, dtype: torch.dtype = torch.float16) -> None:
+        super().__init__()
+        self.input_layer = nn.Linear(16, 32)
+        self.blocks = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 32)).to(dtype)
+        self.out_layer = nn.Linear(32, 1)
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out_layer(self.blocks(self.input_layer(x).to(self.dtype)).float())
+
+
+def batch(seed: int = 0, n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 16, generator=g), torch.randn(n, 1, generator=g)
+
+
+def watched_run(record: Path | None, *, run: str = "test", dtype: torch.dtype = torch.float16, eps: float = 1e-8,
+                lr: float = 1e-4, steps: int = 3, port: int | None = None,
+                between: Callable[[int, monitor.Watcher], None] | None = None) -> monitor.Watcher:
+    """`steps` AdamW steps of Fp16Blocks under monitor.watch (record and/or /metrics on `port`);
+    `between(step, watcher)` runs after each step. Returns the closed watcher."""
+    torch.manual_seed(0)
+    model = Fp16Blocks(dtype)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, eps=eps)
+    with monitor.watch(model, opt, port=port, record=None if record is None else str(record), run=run) as w:
+        for step in range(1, steps + 1):
+            x, y = batch(step)
+            opt.zero_grad(set_to_none=True)
+            loss = nn.functional.mse_loss(model(x), y)
+            w.observe_loss(loss)
+            loss.backward()
+            opt.step()
+            if between is not None:
+                between(step, w)
+    return w
