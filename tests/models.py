@@ -50,3 +50,27 @@ def watched_run(record: Path | None, *, run: str = "test", dtype: torch.dtype = 
             if between is not None:
                 between(step, w)
     return w
+
+
+def prometheus_with_run(servers, targets: Path, run: str, *, name: str, steps: int = 3, **run_kwargs) -> str:
+    """URL of a real Prometheus (1 s scrapes, started by the `servers` fixture) that has scraped every
+    step of `watched_run(run=run, steps=steps, **run_kwargs)`: the run waits for each scrape."""
+    from monitor.ops.configs import prometheus_config
+    from monitor.ops.targets import register
+    from tests.realservers import http_json, wait_until
+
+    server = servers.prometheus(prometheus_config(targets_glob=str(targets / "*.json"), rule_globs=(),
+                                                  alertmanager=None, interval="1s"), name=name)
+    registered = []
+
+    def scraped(step: int) -> bool:
+        body = http_json(f"{server.url}/api/v1/query?query=slatmon_step%7Brun%3D%22{run}%22%7D")
+        return any(float(r["value"][1]) >= step for r in body["data"]["result"])
+
+    def between(step: int, w: monitor.Watcher) -> None:
+        if not registered:
+            registered.append(register(targets, "127.0.0.1", int(w.url.rsplit(":", 1)[1].split("/")[0]), run))
+        wait_until(lambda: scraped(step), timeout=60, what=f"a scrape of step {step}")
+
+    watched_run(None, run=run, steps=steps, port=0, between=between, **run_kwargs)
+    return server.url

@@ -3,46 +3,20 @@ link to it: `?run=R&rank=K` on a page configured with SLATMON_PROMETHEUS."""
 
 from __future__ import annotations
 
-import json
-import urllib.parse
-import urllib.request
-
 import pytest
 
-import monitor
 from monitor.ops.alerts import TRIAGE_LINK
-from monitor.ops.configs import prometheus_config
-from monitor.ops.targets import register
-from tests.realservers import wait_until
-
-from .runs import watched_run
+from tests.models import prometheus_with_run
 
 RUN = "dash-prom-162"
 STEPS = 3
 
 
-def scraped(url: str, step: int) -> bool:
-    q = urllib.parse.urlencode({"query": f'slatmon_step{{run="{RUN}"}}'})
-    with urllib.request.urlopen(f"{url}/api/v1/query?{q}", timeout=5) as resp:
-        body = json.load(resp)
-    return any(float(r["value"][1]) >= step for r in body["data"]["result"])
-
-
 @pytest.fixture(scope="module")
 def prom(module_servers, tmp_path_factory: pytest.TempPathFactory) -> str:
     """URL of a real Prometheus (1 s scrapes) that saw every step of a TRELLIS #162 run."""
-    targets = tmp_path_factory.mktemp("targets")
-    server = module_servers.prometheus(prometheus_config(targets_glob=str(targets / "*.json"), rule_globs=(),
-                                                         alertmanager=None, interval="1s"), name="dash-prom")
-    registered = []
-
-    def between(step: int, w: monitor.Watcher) -> None:
-        if not registered:
-            registered.append(register(targets, "127.0.0.1", int(w.url.split(":")[2].split("/")[0]), RUN))
-        wait_until(lambda: scraped(server.url, step), timeout=60, what=f"a scrape of step {step}")
-
-    watched_run(None, run=RUN, steps=STEPS, port=0, between=between)
-    return server.url
+    return prometheus_with_run(module_servers, tmp_path_factory.mktemp("targets"), RUN, name="dash-prom",
+                               steps=STEPS, lr=1e-3)
 
 
 def test_alert_link_opens_the_run(app_page, prom: str) -> None:

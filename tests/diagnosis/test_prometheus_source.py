@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -13,41 +12,20 @@ import torch
 
 import monitor
 from monitor.errors import SourceError
-from monitor.ops.configs import prometheus_config
-from monitor.ops.targets import register
 from monitor.sources.prometheus import list_runs, read_prometheus
 from monitor.sources.timeline import build_history
-from tests.realservers import free_port, wait_until
+from tests.models import prometheus_with_run
+from tests.realservers import free_port
 
-from .runs import watched_run
 from .test_cli import cli
 
 RUN = "prom-162"
 
 
-def scraped_step(url: str, step: int) -> bool:
-    """Prometheus holds a scrape of RUN taken after `step` finished."""
-    q = urllib.parse.urlencode({"query": f'slatmon_step{{run="{RUN}"}}'})
-    body = json.load(urllib.request.urlopen(f"{url}/api/v1/query?{q}", timeout=5))
-    return any(float(r["value"][1]) >= step for r in body["data"]["result"])
-
-
 @pytest.fixture(scope="module")
 def prom(module_servers, tmp_path_factory: pytest.TempPathFactory) -> str:
     """URL of a real Prometheus that scraped every step of a watched #162 run (3 steps)."""
-    targets = tmp_path_factory.mktemp("targets")
-    server = module_servers.prometheus(prometheus_config(targets_glob=str(targets / "*.json"), rule_globs=(),
-                                                         alertmanager=None, interval="1s"), name="diag-prom")
-    registrations = []
-
-    def between(step: int, w: monitor.Watcher) -> None:
-        if not registrations:
-            port = int(w.url.split(":")[2].split("/")[0])
-            registrations.append(register(targets, "127.0.0.1", port, RUN))
-        wait_until(lambda: scraped_step(server.url, step), timeout=60, what=f"a scrape of step {step}")
-
-    watched_run(None, port=0, run=RUN, between=between)
-    return server.url
+    return prometheus_with_run(module_servers, tmp_path_factory.mktemp("targets"), RUN, name="diag-prom")
 
 
 def test_history_from_prometheus(prom: str) -> None:
