@@ -77,14 +77,14 @@ class Watcher:
         self.layers = LayerMap.build(model, max_layers, group_depth)
         self._sampler = StepSampler(self.layers, optimizer, update_ratio)
         self._kind = scaler_kind(scaler, loss_scale)
-        self._scaler_tap = GradScalerTap(scaler, self._on_scaler_update) if self._kind == "grad_scaler" else None
-        self._custom = CustomScaleTap(loss_scale) if loss_scale is not None else None
         if self._kind in ("none", "disabled"):
             self.counters.loss_scale = 1.0
         self.info: RunInfo = self._describe()
         self.preflight = lint(self.info)
-        self.tracker = Tracker(self, record)
+        self.tracker = Tracker(self, record)  # may refuse the record path: before anything is hooked
         self.tracker.start_run(self.info, self.preflight)
+        self._scaler_tap = GradScalerTap(scaler, self._on_scaler_update) if self._kind == "grad_scaler" else None
+        self._custom = CustomScaleTap(loss_scale) if loss_scale is not None else None
         self._handles = [
             optimizer.register_step_pre_hook(self._pre_step),
             optimizer.register_step_post_hook(self._post_step),
@@ -114,8 +114,9 @@ class Watcher:
         return self.tracker.history(self.info, self.preflight)
 
     def findings(self) -> list[Finding]:
-        """The newest diagnosis: pre-flight findings and every rule over the history, ranked."""
-        self._finish_pending()
+        """The newest diagnosis: pre-flight findings and every rule over the history, ranked.
+        Call it from the training thread (it may complete a pending sample on the device)."""
+        self._finish_guarded()
         return self.tracker.findings(self.info, self.preflight)
 
     @property
@@ -126,7 +127,7 @@ class Watcher:
         """Remove every hook, stop the endpoint, flush the record. Idempotent."""
         if self._closed:
             return
-        self._finish_pending()
+        self._finish_guarded()
         self._closed = True
         for h in self._handles:
             h.remove()
@@ -153,6 +154,10 @@ class Watcher:
         return f"<Watcher run={self.run!r} rank={self.rank} {state} url={self.url}>"
 
     # -- hooks ------------------------------------------------------------------------------
+    @_guarded
+    def _finish_guarded(self) -> None:
+        self._finish_pending()
+
     @_guarded
     def _pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self._finish_pending()  # a deferred (master-copy) sample whose forward never came

@@ -61,3 +61,15 @@ def test_monitor_errors_are_counted_logged_once_and_swallowed(watched, caplog):
     assert len(losses) == 5 and all(torch.isfinite(torch.tensor(losses)))
     assert w.counters.errors >= 3
     assert sum("error inside the monitor" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_refused_record_leaves_the_scaler_and_optimizer_untouched(tmp_path):
+    path = tmp_path / "taken.sqlite"
+    path.write_bytes(b"someone else's file")
+    model = Fp16Blocks(torch.float32)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu")
+    with pytest.raises(monitor.ConfigError, match="already exists"):
+        monitor.watch(model, opt, scaler=scaler, port=None, record=path)
+    assert "update" not in vars(scaler) and not opt._optimizer_step_pre_hooks and not model._forward_hooks
+    assert path.read_bytes() == b"someone else's file"
