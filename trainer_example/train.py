@@ -156,10 +156,24 @@ def quiet_third_party_noise() -> None:
     logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
 
 
+def step_printer() -> Callable[[StepRecord], None]:
+    """Prints the first 3 steps, every 10th, and every step whose state changes (finite loss or not,
+    skipped or not, how many parameters are non-finite): the moments that matter, not 50 NaN lines."""
+    last: list[tuple[bool, bool, int]] = []
+
+    def on_step(s: StepRecord) -> None:
+        state = (s.loss == s.loss and abs(s.loss) != float("inf"), s.skipped, len(s.nonfinite_params))
+        if s.step <= 3 or s.step % 10 == 0 or not last or state != last[-1]:
+            print(format_step(s), flush=True)
+        last[:] = [state]
+
+    return on_step
+
+
 def run_and_report(cfg: TrainConfig, quiet: bool = False) -> RunResult:
-    """Run `cfg`, printing a line per step (unless `quiet`), the summary and the diagnosis."""
+    """Run `cfg`, printing the steps that matter (unless `quiet`), the summary and the diagnosis."""
     quiet_third_party_noise()
-    result = run(cfg, on_step=None if quiet else lambda s: print(format_step(s), flush=True))
+    result = run(cfg, on_step=None if quiet else step_printer())
     print(format_summary(result))
     if result.url:
         print(f"metrics were served at {result.url}")

@@ -66,3 +66,17 @@ def test_watched_run_writes_a_record_and_prints_the_diagnosis(
     assert "adam_eps_underflow" in out and "fix 1 [" in out
     assert main(argv) == 2  # the same record again would mix two runs
     assert "already exists" in capsys.readouterr().err
+
+
+def test_step_printer_prints_the_moments_that_matter(capsys):
+    from trainer_example.stats import StepRecord
+    from trainer_example.train import step_printer
+
+    on_step = step_printer()
+    for i in range(1, 26):
+        loss = 1.0 if i < 12 else float("nan")
+        on_step(StepRecord(step=i, loss=loss, output_finite=True, grads_finite=True, skipped=False,
+                           loss_scale=None, lr=1e-4, fp16_zero_grad_ratio=None,
+                           nonfinite_params=() if i < 12 else ("a",), update_ratio=None, voxels=10))
+    printed = [int(line.split()[1]) for line in capsys.readouterr().out.splitlines()]
+    assert printed == [1, 2, 3, 10, 12, 20]
