@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from trainer_example.loop import run
 
@@ -25,10 +26,17 @@ def test_endpoint_url_when_a_port_is_asked_for() -> None:
     assert result.findings is not None  # Watcher.findings() before close, no record
 
 
-@pytest.mark.parametrize("precision", ["fp32", "inflat_all"])
-def test_watching_does_not_change_training(precision: str) -> None:
-    plain = run(tiny(precision=precision, steps=3))
-    watched = run(tiny(precision=precision, steps=3, watch=True))
-    assert watched.losses == plain.losses
+@pytest.mark.parametrize("precision,fault", [("fp32", "none"), ("inflat_all", "none"), ("amp", "none"),
+                                            ("amp", "overflow"), ("fp16-naive", "eps-underflow")])
+def test_watching_does_not_change_training(precision: str, fault: str) -> None:
+    """Bitwise: the SLAT VAE in every precision mode, with GradScaler skips (amp + overflow) and NaNs."""
+    plain = run(tiny(precision=precision, fault=fault, fault_step=2, steps=4))
+    watched = run(tiny(precision=precision, fault=fault, fault_step=2, steps=4, watch=True))
+    assert [s.skipped for s in watched.steps] == [s.skipped for s in plain.steps]
+    got, want = torch.tensor(watched.losses), torch.tensor(plain.losses)
+    assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got.nan_to_num(), want.nan_to_num())
+    if fault == "overflow":
+        assert any(s.skipped for s in plain.steps)  # the GradScaler path really skipped steps
     for (name, a), (_, b) in zip(plain.model.named_parameters(), watched.model.named_parameters(), strict=True):
-        assert a.dtype == b.dtype and bool((a == b).all()), name
+        assert a.dtype == b.dtype and torch.equal(a.nan_to_num(), b.nan_to_num()), name
+        assert torch.equal(a.isnan(), b.isnan()), name
