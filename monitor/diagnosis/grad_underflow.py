@@ -14,7 +14,7 @@ from __future__ import annotations
 from ..findings import Finding
 from ..history import History
 from . import fixes
-from .observe import has_loss_scaling, is_num, layer_dtype, layer_info, rows_by_step, step_obs
+from .observe import first_sustained, has_loss_scaling, is_num, layer_dtype, layer_info, rows_by_step, step_obs
 
 CODE = "grad_underflow"
 WARN_SHARE = 0.5
@@ -63,21 +63,12 @@ def _excess(history: History) -> list[tuple[int, float, float | None]]:
     return out
 
 
-def _first_run(values: list, threshold: float) -> list | None:
-    run: list = []
-    for v in values:
-        run = run + [v] if v[1] >= threshold else []
-        if len(run) >= SUSTAIN:
-            return run
-    return None
-
-
 def rule(history: History) -> list[Finding]:
     """See the module docstring."""
     values = _excess(history)
-    run, severity = _first_run(values, CRITICAL_SHARE), "critical"
+    run, severity = first_sustained(values, CRITICAL_SHARE, SUSTAIN), "critical"
     if run is None:
-        run, severity = _first_run(values, WARN_SHARE), "warning"
+        run, severity = first_sustained(values, WARN_SHARE, SUSTAIN), "warning"
     if run is None:
         return []
     start, share, base = run[0]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..findings import Finding
 from ..history import History, StepObs
 from . import fixes
-from .observe import is_num, median, rows_by_step, sorted_steps
+from .observe import first_sustained, is_num, median, rows_by_step, sorted_steps
 
 CODE = "lr_too_high"
 USUAL = 1e-3
@@ -37,15 +37,6 @@ def _medians(history: History) -> list[tuple[int, float, str, float]]:
     return out
 
 
-def _first_run(meds: list[tuple[int, float, str, float]], threshold: float) -> list | None:
-    run: list = []
-    for m in meds:
-        run = run + [m] if m[1] >= threshold else []
-        if len(run) >= SUSTAIN:
-            return run
-    return None
-
-
 def _lr_change(steps: list[StepObs], before: int) -> str | None:
     lrs = [(s.step, s.lr[0]) for s in steps if s.lr and is_num(s.lr[0])]
     for (_, a), (step, b) in zip(lrs, lrs[1:]):
@@ -57,9 +48,9 @@ def _lr_change(steps: list[StepObs], before: int) -> str | None:
 def rule(history: History) -> list[Finding]:
     """See the module docstring."""
     meds = _medians(history)
-    run, severity = _first_run(meds, CRITICAL_RATIO), "critical"
+    run, severity = first_sustained(meds, CRITICAL_RATIO, SUSTAIN), "critical"
     if run is None:
-        run, severity = _first_run(meds, WARN_RATIO), "warning"
+        run, severity = first_sustained(meds, WARN_RATIO, SUSTAIN), "warning"
     if run is None:
         return []
     start = run[0][0]

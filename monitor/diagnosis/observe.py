@@ -23,6 +23,7 @@ __all__ = [
     "count",
     "broke_in_update",
     "first_nonfinite_grads",
+    "first_sustained",
     "fmt_layers",
     "forward_origins",
     "fp16_involved",
@@ -268,3 +269,14 @@ def activation_state(history: History, step: int) -> str:
     if not known:
         return "unknown"
     return "nonfinite" if any(known) else "finite"
+
+
+def first_sustained(values: list[tuple], threshold: float, length: int) -> list[tuple] | None:
+    """The first `length` consecutive items whose second field is >= `threshold` (items are
+    per-step tuples `(step, value, ...)` in step order), or None."""
+    run: list[tuple] = []
+    for v in values:
+        run = [*run, v] if v[1] >= threshold else []
+        if len(run) >= length:
+            return run
+    return None
