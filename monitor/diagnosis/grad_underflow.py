@@ -14,7 +14,8 @@ from __future__ import annotations
 from ..findings import Finding
 from ..history import History
 from . import fixes
-from .observe import first_sustained, has_loss_scaling, is_num, layer_dtype, layer_info, rows_by_step, step_obs
+from .observe import has_loss_scaling, is_num, layer_dtype, layer_info, rows_by_step, step_obs
+from .sustained import sustained_severity
 
 CODE = "grad_underflow"
 WARN_SHARE = 0.5
@@ -66,9 +67,7 @@ def _excess(history: History) -> list[tuple[int, float, float | None]]:
 def rule(history: History) -> list[Finding]:
     """See the module docstring."""
     values = _excess(history)
-    run, severity = first_sustained(values, CRITICAL_SHARE, SUSTAIN), "critical"
-    if run is None:
-        run, severity = first_sustained(values, WARN_SHARE, SUSTAIN), "warning"
+    run, severity = sustained_severity(values, CRITICAL_SHARE, WARN_SHARE, SUSTAIN)
     if run is None:
         return []
     start, share, base = run[0]

@@ -23,7 +23,7 @@ from __future__ import annotations
 from ..findings import Finding, Fix
 from ..history import History, StepObs
 from . import fixes
-from .observe import forward_origins, has_loss_scaling, is_num, localized_events, sorted_steps
+from .observe import first_forward_origin, has_loss_scaling, is_num, localized_events, origin_line, sorted_steps
 
 CODE = "loss_scale_collapse"
 SCALE_FLOOR = 1.0
@@ -91,13 +91,10 @@ def _start(series: list[tuple[StepObs, int]], j: int) -> int:
 def _localized_lines(history: History) -> tuple[list[str], list[str], str | None]:
     """(evidence, layers, forward-origin module): the first module whose forward output went
     non-finite by itself (see observe.forward_origins), else the first non-finite backward gradient."""
-    forward = forward_origins(history)
-    if forward:
-        e = forward[0]
-        d = e.detail
-        steps = sorted({x.step for x in forward if x.layer == e.layer})
-        line = (f"step {e.step}: first non-finite forward output in {e.layer} ({d.get('dtype', '?')}, "
-                f"input abs-max {d.get('in_absmax', '?')}, output abs-max {d.get('out_absmax', '?')})")
+    origin = first_forward_origin(history)
+    if origin:
+        e, steps = origin
+        line = origin_line(e)
         if len(steps) > 1:
             line += f"; again on steps {', '.join(map(str, steps[1:6]))}"
         return [line], [e.layer], e.layer

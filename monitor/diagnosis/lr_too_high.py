@@ -13,7 +13,8 @@ from __future__ import annotations
 from ..findings import Finding
 from ..history import History, StepObs
 from . import fixes
-from .observe import first_sustained, is_num, median, rows_by_step, sorted_steps
+from .observe import is_num, median, rows_by_step, sorted_steps
+from .sustained import sustained_severity
 
 CODE = "lr_too_high"
 USUAL = 1e-3
@@ -48,9 +49,7 @@ def _lr_change(steps: list[StepObs], before: int) -> str | None:
 def rule(history: History) -> list[Finding]:
     """See the module docstring."""
     meds = _medians(history)
-    run, severity = first_sustained(meds, CRITICAL_RATIO, SUSTAIN), "critical"
-    if run is None:
-        run, severity = first_sustained(meds, WARN_RATIO, SUSTAIN), "warning"
+    run, severity = sustained_severity(meds, CRITICAL_RATIO, WARN_RATIO, SUSTAIN)
     if run is None:
         return []
     start = run[0][0]

@@ -20,10 +20,12 @@ from .observe import (
     OUTPUT_ROWS,
     as_float,
     count,
+    first_forward_origin,
     forward_origins,
     has_loss_scaling,
     layer_dtype,
     localized_events,
+    origin_line,
     params_broken_before,
     rows_by_step,
 )
@@ -34,14 +36,10 @@ REPEAT_STEPS = 2
 
 def _origin(history: History) -> tuple[str, int, str, list[int]] | None:
     """(module, first step, evidence line, every step it produced non-finite output)."""
-    events = forward_origins(history)
-    if events:
-        first = events[0]
-        d = first.detail
-        steps = sorted({e.step for e in events if e.layer == first.layer})
-        line = (f"step {first.step}: {first.layer} ({d.get('dtype', '?')}) produced the first non-finite "
-                f"forward output: input abs-max {d.get('in_absmax', '?')}, output abs-max {d.get('out_absmax', '?')}")
-        return first.layer, first.step, line, steps
+    origin = first_forward_origin(history)
+    if origin:
+        first, steps = origin
+        return first.layer, first.step, origin_line(first), steps
     localized_steps = {e.step for e in localized_events(history, "forward")}
     for step, rows in rows_by_step(history).items():
         if step in localized_steps or params_broken_before(history, "", step):

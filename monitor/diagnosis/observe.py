@@ -23,7 +23,8 @@ __all__ = [
     "count",
     "broke_in_update",
     "first_nonfinite_grads",
-    "first_sustained",
+    "first_forward_origin",
+    "origin_line",
     "fmt_layers",
     "forward_origins",
     "fp16_involved",
@@ -271,12 +272,18 @@ def activation_state(history: History, step: int) -> str:
     return "nonfinite" if any(known) else "finite"
 
 
-def first_sustained(values: list[tuple], threshold: float, length: int) -> list[tuple] | None:
-    """The first `length` consecutive items whose second field is >= `threshold` (items are
-    per-step tuples `(step, value, ...)` in step order), or None."""
-    run: list[tuple] = []
-    for v in values:
-        run = [*run, v] if v[1] >= threshold else []
-        if len(run) >= length:
-            return run
-    return None
+def first_forward_origin(history: History) -> tuple[Event, list[int]] | None:
+    """The first module whose forward output went non-finite by itself (see forward_origins), and
+    every step on which that module did so."""
+    events = forward_origins(history)
+    if not events:
+        return None
+    first = events[0]
+    return first, sorted({e.step for e in events if e.layer == first.layer})
+
+
+def origin_line(event: Event) -> str:
+    """Evidence line for a forward-origin localisation event."""
+    d = event.detail
+    return (f"step {event.step}: first non-finite forward output in {event.layer} ({d.get('dtype', '?')}, "
+            f"input abs-max {d.get('in_absmax', '?')}, output abs-max {d.get('out_absmax', '?')})")
