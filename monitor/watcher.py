@@ -183,19 +183,23 @@ class Watcher:
         self._finish_pending()
         if self._autocast is None and torch.is_autocast_enabled(self._device_type):
             self._autocast = str(torch.get_autocast_dtype(self._device_type)).removeprefix("torch.")
-            self._on_load_state_dict(self.optimizer)  # re-describe: autocast changes the picture
+            self._redescribe()  # autocast changes the picture
         if self._custom is not None and self._custom.dropped():
             self._skipped()
 
     @_guarded
     def _on_scaler_update(self, skipped: bool) -> None:
+        if skipped or self.counters.loss_scale is None:
+            self.counters.loss_scale = self._scaler_tap.scale()  # type: ignore[union-attr]  # one sync
         if skipped:
             self._skipped()
-        if skipped or self.counters.loss_scale is None:
-            self.counters.loss_scale = self._scaler_tap.scale()  # type: ignore[union-attr]
 
     @_guarded
     def _on_load_state_dict(self, optimizer: torch.optim.Optimizer) -> None:
+        self._redescribe()
+
+    def _redescribe(self) -> None:
+        """The set-up changed (optimizer state loaded, autocast seen): describe and lint it again."""
         self.info = self._describe()
         self.preflight = lint(self.info)
         self.tracker.start_run(self.info, self.preflight)
@@ -225,8 +229,7 @@ class Watcher:
         return self.counters.loss_scale, 1.0
 
     def _scale_value(self) -> float | None:
-        if self._scaler_tap is not None:
-            return self._scaler_tap.scale()
+        """The scale after a skip: the GradScaler's was just read by _on_scaler_update."""
         if self._custom is not None:
             return self._custom.last
         return self.counters.loss_scale
