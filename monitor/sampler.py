@@ -58,14 +58,12 @@ class StepSampler:
         self.optimizer = optimizer
         self.update_ratio = update_ratio
         model_ids = {id(p) for p in layers.params}
-        self.opt_params = [p for g in optimizer.param_groups for p in g["params"]]
-        self.master = [p for p in self.opt_params if id(p) not in model_ids]
+        self.master = [p for g in optimizer.param_groups for p in g["params"] if id(p) not in model_ids]
         self._batch: DeviceBatch | None = None
         self._step = 0
         self._before: list[torch.Tensor | None] = []
         self._master_before: list[torch.Tensor | None] = []
         self._grad_divisor = 1.0
-        self._has_grad: list[bool] = []
         self._grads: list[torch.Tensor | None] = []
         self._params_were_nonfinite = False
 
@@ -81,7 +79,6 @@ class StepSampler:
         self._step, self._grad_divisor = step, grads_scaled_by or 1.0
         params = self.layers.params
         grads = [p.grad for p in params]
-        self._has_grad = [g is not None for g in grads]
         b.add("g_norm", grads, "norm")
         b.add("g_nonzero", grads, "nonzero")
         if self.master:  # the model's grads may be zeroed in place before the deferred finish()
@@ -191,7 +188,7 @@ class StepSampler:
         params = self.layers.params
         rows = []
         for li, members in enumerate(idx):
-            with_grad = [i for i in members if self._has_grad[i]]
+            with_grad = [i for i in members if v["g_norm"][i] is not None]  # None: no gradient
             pick = lambda key, ms=members: [v[key][i] for i in ms] if key in v else []  # noqa: E731
             g_numel = sum(params[i].numel() for i in with_grad)
             s_members = [i for i in members if state[i] is not None]
