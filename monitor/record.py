@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, RecordError
-from .history import Event, History, LayerObs, RunInfo, StepObs
+from .history import Event, History, LayerObs, StepObs
 
 __all__ = ["RecordWriter", "read_record"]
 
@@ -167,5 +167,4 @@ def _load(conn: sqlite3.Connection) -> History:
     events = [Event(step=s, kind=k, layer=layer, tensor=t, detail=json.loads(d or "{}")) for s, k, layer, t, d
               in conn.execute("SELECT step, kind, layer, tensor, detail FROM slatmon_events ORDER BY id")]
     base = History.from_dict({"run": meta.get("run", {}), "preflight": meta.get("preflight", [])})
-    return History(run=base.run if meta.get("run") else RunInfo(), steps=steps, layers=layers,
-                   events=events, preflight=base.preflight)
+    return History(run=base.run, steps=steps, layers=layers, events=events, preflight=base.preflight)
