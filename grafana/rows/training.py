@@ -27,8 +27,8 @@ def panels(ctx: Ctx) -> list[Builder]:
                          [query(ctx, f"slatmon_loss{{{SEL}}}", "rank {{rank}}")]),
         timeseries_panel(ctx, "Global gradient norm", "L2 norm of the unscaled gradients, and its 10-minute "
                          "median: SlatmonGradNormSpike fires above 10x the median.", [
-                             query(ctx, f"slatmon_grad_norm_total{{{SEL}}}", "rank {{rank}}"),
-                             query(ctx, f"quantile_over_time(0.5, slatmon_grad_norm_total{{{SEL}}}[10m])",
+                             query(ctx, f"slatmon_grad_norm_global{{{SEL}}}", "rank {{rank}}"),
+                             query(ctx, f"quantile_over_time(0.5, slatmon_grad_norm_global{{{SEL}}}[10m])",
                                    "median 10m, rank {{rank}}", ref="B"),
                          ], log=True),
         right_axis_bars(timeseries_panel(

@@ -78,7 +78,7 @@ class SnapshotCollector(Collector):
         yield gauge("slatmon_step", "Last optimizer step seen (skipped steps included).", c.step)
         yield gauge("slatmon_loss", "Last loss observed on a sampled step.", snap.loss)
         yield gauge("slatmon_loss_scale", "GradScaler scale or the custom loss scale.", c.loss_scale)
-        yield gauge("slatmon_grad_norm_total", "Global L2 norm of the unscaled gradients.",
+        yield gauge("slatmon_grad_norm_global", "Global L2 norm of the unscaled gradients.",
                     last.grad_norm_total if last else None)
         yield gauge("slatmon_last_step_timestamp_seconds", "Unix time of the last optimizer step seen.",
                     c.time or None)

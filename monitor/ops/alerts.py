@@ -59,7 +59,7 @@ class RecordingRule:
 
 
 SKIPPED_RATIO = "increase(slatmon_skipped_steps_total[5m]) / clamp_min(delta(slatmon_step[5m]), 1)"
-GRAD_NORM_MEDIAN = "quantile_over_time(0.5, slatmon_grad_norm_total[10m])"
+GRAD_NORM_MEDIAN = "quantile_over_time(0.5, slatmon_grad_norm_global[10m])"
 
 RECORDING: tuple[RecordingRule, ...] = (
     RecordingRule("slatmon:grad_norm:worst_layer", "topk by (run, rank) (1, slatmon_grad_norm)"),
@@ -70,7 +70,7 @@ RECORDING: tuple[RecordingRule, ...] = (
     ),
     RecordingRule("slatmon:update_ratio:max", "max by (run, rank) (slatmon_update_ratio)"),
     RecordingRule("slatmon:skipped_step_ratio:5m", SKIPPED_RATIO),
-    RecordingRule("slatmon:grad_norm_total:median_10m", GRAD_NORM_MEDIAN),
+    RecordingRule("slatmon:grad_norm_global:median_10m", GRAD_NORM_MEDIAN),
     RecordingRule("slatmon:monitor_overhead:ratio_rate1m", "rate(slatmon_monitor_seconds_total[1m])"),
 )
 
@@ -123,8 +123,8 @@ ALERTS: tuple[AlertRule, ...] = (
     AlertRule(
         name="SlatmonGradNormSpike",
         uid="slatmon-grad-norm-spike",
-        expr=f"slatmon_grad_norm_total > 10 * {GRAD_NORM_MEDIAN}\n"
-        "and count_over_time(slatmon_grad_norm_total[10m]) >= 10",
+        expr=f"slatmon_grad_norm_global > 10 * {GRAD_NORM_MEDIAN}\n"
+        "and count_over_time(slatmon_grad_norm_global[10m]) >= 10",
         for_="0s",
         severity="warning",
         summary="Gradient norm spike to {value} (" + WHO + ")",

@@ -127,7 +127,7 @@ def build_history(series: Series, run: str, rank: int) -> History:
             step=step, time=glob.get("slatmon_last_step_timestamp_seconds", 0.0) or 0.0, sampled=not all_skipped,
             skipped=all_skipped, skipped_total=skipped_total, loss=loss if loss_seen and not all_skipped else None,
             loss_scale=_finite_or_none(glob.get("slatmon_loss_scale")),
-            grad_norm_total=None if all_skipped else _finite_or_none(glob.get("slatmon_grad_norm_total")),
+            grad_norm_total=None if all_skipped else _finite_or_none(glob.get("slatmon_grad_norm_global")),
             grad_nonfinite=None if all_skipped else int(sum(r.grad_nonfinite or 0 for r in layer_rows)),
             param_nonfinite=None if all_skipped else int(sum(r.param_nonfinite or 0 for r in layer_rows)),
             lr=tuple(v for (m, _), v in sorted(groups.items()) if m.endswith("lr"))))

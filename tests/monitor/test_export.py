@@ -14,7 +14,7 @@ import monitor
 from .conftest import Fp16Blocks, train_steps
 
 CONTRACT = ["slatmon_step", "slatmon_loss", "slatmon_loss_scale", "slatmon_skipped_steps_total",
-            "slatmon_grad_norm", "slatmon_grad_norm_total", "slatmon_param_norm", "slatmon_update_ratio",
+            "slatmon_grad_norm", "slatmon_grad_norm_global", "slatmon_param_norm", "slatmon_update_ratio",
             "slatmon_nonfinite_elements", "slatmon_nonfinite_steps_total", "slatmon_zero_grad_ratio",
             "slatmon_adam_state_zero_ratio", "slatmon_optimizer_lr", "slatmon_optimizer_eps",
             "slatmon_layer_info", "slatmon_finding", "slatmon_last_step_timestamp_seconds",

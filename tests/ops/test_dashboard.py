@@ -8,7 +8,7 @@ from grafana.main import build_dashboards
 from monitor.ops.ids import DASHBOARD_UID, DATASOURCE_UID
 
 REQUIRED_METRICS = (
-    "slatmon_loss", "slatmon_grad_norm_total", "slatmon_loss_scale", "slatmon_skipped_steps_total",
+    "slatmon_loss", "slatmon_grad_norm_global", "slatmon_loss_scale", "slatmon_skipped_steps_total",
     "slatmon_grad_norm", "slatmon_nonfinite_elements", "slatmon_update_ratio", "slatmon_optimizer_lr",
     "slatmon_optimizer_eps", "slatmon_layer_info", "slatmon_finding", "slatmon_monitor_seconds_total",
 )
