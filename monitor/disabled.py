@@ -19,6 +19,9 @@ class DisabledWatcher:
     def observe_loss(self, loss: Any) -> None:
         pass
 
+    def step_skipped(self, loss: Any = None) -> None:
+        pass
+
     def findings(self) -> list[Finding]:
         return []
 

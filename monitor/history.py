@@ -65,15 +65,17 @@ class StepObs:
     step: int
     time: float = 0.0
     sampled: bool = True  # per-layer statistics were computed for this step
-    skipped: bool = False  # the optimizer step did not run (loss scaler found inf/NaN)
+    skipped: bool = False  # the optimizer step did not run (loss scaler found inf/NaN, ...)
     skipped_total: int = 0
-    loss: float | None = None
+    loss: float | None = None  # mean of the losses observed in the iteration (every micro-batch)
     loss_scale: float | None = None
-    grad_norm_total: float | None = None
+    grad_norm_total: float | None = None  # global, unscaled, before clipping
+    grad_norm_applied: float | None = None  # global, what optimizer.step() received (after clipping)
     grad_nonfinite: int | None = None  # elements, all layers
     param_nonfinite: int | None = None  # elements after the update, all layers
     lr: tuple[float, ...] = ()
     eps: tuple[float | None, ...] = ()
+    skip_reason: str | None = None  # "scaler", "loss_scale" (a hand-made scale fell), "user" (step_skipped())
 
 
 @dataclass(frozen=True)

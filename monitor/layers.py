@@ -8,7 +8,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["LayerMap"]
+__all__ = ["LayerMap", "module_path"]
+
+_COMPILED_PREFIX = "_orig_mod."  # torch.compile's OptimizedModule holds the model under this name
+
+
+def module_path(name: str) -> str:
+    """A parameter or module name as the user's model spells it (torch.compile's wrapper dropped)."""
+    return name.removeprefix(_COMPILED_PREFIX) if name != _COMPILED_PREFIX.rstrip(".") else ""
 
 log = logging.getLogger("monitor")
 
@@ -33,7 +40,7 @@ class LayerMap:
 
     @classmethod
     def build(cls, model: nn.Module, max_layers: int = 512, group_depth: int | None = None) -> LayerMap:
-        named = list(model.named_parameters())
+        named = [(module_path(n), p) for n, p in model.named_parameters()]
         depth = group_depth
         layer_names = _layer_names(named, depth)
         if len(layer_names) > max_layers:

@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from .history import Event
+from .layers import module_path
 
-__all__ = ["OUTPUT", "Localizer", "OutputProbe", "output_tensors"]
+__all__ = ["OUTPUT", "Localizer", "output_tensors"]
 
 OUTPUT = "[output]"  # pseudo-layer for the model's own output (the root module's forward output)
 
@@ -52,59 +53,38 @@ def _absmax(ts: list[torch.Tensor], device: torch.device) -> torch.Tensor:
     return torch.stack(vals).amax() if vals else torch.zeros((), device=device)
 
 
-class OutputProbe:
-    """Counts non-finite elements of the model's own output (root forward hook) on the iterations
-    the watcher will sample: it tells an overflow inside the model from a non-finite loss on the
-    same step, without waiting for localisation. Device-side; read with the step's transfer."""
-
-    def __init__(self, model: nn.Module, wanted: Callable[[], bool]) -> None:
-        self._wanted = wanted
-        self.count: torch.Tensor | None = None
-        self._handle = model.register_forward_hook(self._hook)
-
-    def _hook(self, module: nn.Module, inputs: Any, output: Any) -> None:
-        if not torch.is_grad_enabled() or not self._wanted():  # skip eval passes and unsampled steps
-            return
-        outs = list(output_tensors(output))
-        if outs:
-            dev = outs[0].device
-            n = sum((~torch.isfinite(t.detach())).sum().to(dev) for t in outs)
-            self.count = n if self.count is None else self.count + n.to(self.count.device)
-
-    def take(self) -> torch.Tensor | None:
-        """The count accumulated since the last take() (all micro-batches of an iteration)."""
-        count, self.count = self.count, None
-        return count
-
-    def remove(self) -> None:
-        self._handle.remove()
+def _dense(ts: Iterator[torch.Tensor]) -> list[torch.Tensor]:
+    return [t for t in ts if t.layout == torch.strided]  # sparse / nested outputs: not checked
 
 
 class Localizer:
-    """Forward/backward hooks on every named module of `model` until `remove()`."""
+    """Forward/backward hooks on every named module of `model` until `remove()`. `guard` wraps each
+    hook body (the watcher counts a failure inside one; it never reaches the training loop)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, guard: Callable[[Callable[..., Any]], Callable[..., Any]] = lambda f: f
+                 ) -> None:
+        self._guard = guard
         self._forward: list[tuple[str, str, torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._backward: list[tuple[str, str, torch.Tensor]] = []
         self._active = True
-        self._handles = [m.register_forward_hook(self._make_hook(name or OUTPUT))
+        self._handles = [m.register_forward_hook(guard(self._make_hook(module_path(name) or OUTPUT)))
                          for name, m in model.named_modules()]
 
     def _make_hook(self, name: str):  # noqa: ANN202 - a closure per module, created once
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
             if not self._active:
                 return
-            outs = list(output_tensors(output))
+            outs = _dense(output_tensors(output))
             if not outs:
                 return
             dev = outs[0].device
             count = sum((~torch.isfinite(t.detach())).sum().to(dev) for t in outs)
-            ins = list(output_tensors(inputs))
+            ins = _dense(output_tensors(inputs))
             self._forward.append((name, str(outs[0].dtype).removeprefix("torch."), count,
                                   _absmax(ins, dev), _absmax(outs, dev)))
             for t in outs:
                 if t.requires_grad:
-                    t.register_hook(self._grad_hook(name, str(t.dtype).removeprefix("torch.")))
+                    t.register_hook(self._guard(self._grad_hook(name, str(t.dtype).removeprefix("torch."))))
 
         return hook
 

@@ -29,7 +29,8 @@ class SampledStep:
     rows: tuple[LayerObs, ...]
     loss: float | None
     loss_scale: float | None
-    grad_norm_total: float | None
+    grad_norm_total: float | None  # before clipping (from the end of backward when captured)
+    grad_norm_applied: float | None  # what optimizer.step() received
     grad_nonfinite: int
     param_nonfinite: int
 
@@ -42,6 +43,16 @@ def _sum(values: list[float | None]) -> float | None:
 def _count(values: list[float | None]) -> int | None:
     """Sum of counts; None when any is unknown."""
     return None if any(x is None for x in values) else int(sum(values))  # type: ignore[arg-type]
+
+
+def _add_divisor(b: DeviceBatch, name: str, value: torch.Tensor | float | None) -> None:
+    """The scale gradients carry, fetched with the batch (a CPU scalar costs no GPU sync)."""
+    b.add_scalar(name, value if isinstance(value, torch.Tensor) else torch.tensor(float(value or 1.0)))
+
+
+def _divisor(v: dict[str, list[float | None]], name: str) -> float:
+    d = v.get(name, [1.0])[0]
+    return d if d is not None and d > 0 and math.isfinite(d) else 1.0
 
 
 def _l2(values: list[float | None]) -> float | None:
@@ -60,10 +71,10 @@ class StepSampler:
         model_ids = {id(p) for p in layers.params}
         self.master = [p for g in optimizer.param_groups for p in g["params"] if id(p) not in model_ids]
         self._batch: DeviceBatch | None = None
+        self._capture: DeviceBatch | None = None
         self._step = 0
         self._before: list[torch.Tensor | None] = []
         self._master_before: list[torch.Tensor | None] = []
-        self._grad_divisor = 1.0
         self._grads: list[torch.Tensor | None] = []
         self._params_were_nonfinite = False
 
@@ -71,18 +82,44 @@ class StepSampler:
     def pending(self) -> bool:
         return self._batch is not None
 
-    def begin(self, step: int, loss: torch.Tensor | None, scale: torch.Tensor | float | None,
-              grads_scaled_by: float = 1.0, output_nonfinite: torch.Tensor | None = None) -> None:
-        """Before the update. `grads_scaled_by`: the loss scale the model's grads still carry;
-        `output_nonfinite`: the model output's NaN+Inf count this iteration (OutputProbe)."""
-        b = self._batch = DeviceBatch()
-        self._step, self._grad_divisor = step, grads_scaled_by or 1.0
-        params = self.layers.params
-        grads = [p.grad for p in params]
+    def capture(self, grads_scaled_by: torch.Tensor | float = 1.0) -> None:
+        """At the end of a backward pass (OutputProbe): the per-layer gradient statistics as backward
+        left them, before clipping or unscaling. A later capture in the same iteration (gradient
+        accumulation) replaces an earlier one; `begin()` uses the last. `grads_scaled_by`: the loss
+        scale the gradients carry now (a device tensor for GradScaler: no sync)."""
+        grads = [p.grad for p in self.layers.params]
+        b = DeviceBatch()
         b.add("g_norm", grads, "norm")
         b.add("g_nonzero", grads, "nonzero")
         if self.master:  # the model's grads may be zeroed in place before the deferred finish()
             b.add("g_nonfinite", grads, "nonfinite")
+        _add_divisor(b, "g_div", grads_scaled_by)
+        self._capture = b
+
+    def discard_capture(self) -> None:
+        self._capture = None
+
+    def begin(self, step: int, loss: torch.Tensor | None, scale: torch.Tensor | float | None,
+              grads_scaled_by: torch.Tensor | float = 1.0, output_nonfinite: torch.Tensor | None = None) -> None:
+        """Before the update. `grads_scaled_by`: the loss scale the gradients still carry at
+        `optimizer.step()` (a fused optimizer under GradScaler unscales inside its kernel);
+        `output_nonfinite`: the entry outputs' NaN+Inf count this iteration (OutputProbe).
+
+        With a capture from the end of backward, per-layer gradient numbers come from it (before
+        clipping) and the norm of the gradients handed to the optimizer is measured here as
+        `applied`; without one, everything is measured here."""
+        captured, self._capture = self._capture, None
+        params = self.layers.params
+        grads = [p.grad for p in params]
+        if captured is None:
+            self.capture(grads_scaled_by)
+            captured, self._capture = self._capture, None
+        elif not self.master:
+            captured.add("g_applied", grads, "norm")
+            _add_divisor(captured, "g_applied_div", grads_scaled_by)
+        b = self._batch = captured
+        self._step = step
+        if self.master:
             b.add("m_g_norm", [p.grad for p in self.master], "norm")
             b.add("m_norm_before", self.master, "norm")
         b.add("p_norm_before", params, "norm")
@@ -130,10 +167,20 @@ class StepSampler:
         if "out_nonfinite" in v:
             rows.append(LayerObs(step=self._step, layer=ROOT, activation_nonfinite=int(v["out_nonfinite"][0] or 0)))
         scale = v["scale"][0] if "scale" in v else self._scale
+        grad_norm = _l2([r.grad_norm for r in rows if r.layer not in ("[master]", ROOT)])
         return SampledStep(
             step=self._step, rows=tuple(rows), loss=v["loss"][0] if "loss" in v else None, loss_scale=scale,
-            grad_norm_total=_l2([r.grad_norm for r in rows if r.layer not in ("[master]", ROOT)]),
+            grad_norm_total=grad_norm, grad_norm_applied=self._applied_norm(v, grad_norm),
             grad_nonfinite=int(_sum(v["g_nonfinite"]) or 0), param_nonfinite=int(_sum(v["p_nonfinite"]) or 0))
+
+    def _applied_norm(self, v: dict[str, list[float | None]], grad_norm: float | None) -> float | None:
+        """Global norm of the gradients the optimizer received (after clipping and unscaling)."""
+        if self.master:
+            return _l2(v.get("m_g_norm", []))
+        if "g_applied" in v:
+            norm = _l2(v["g_applied"])
+            return None if norm is None else norm / _divisor(v, "g_applied_div")
+        return grad_norm  # measured at optimizer.step() only: the same gradients
 
     def _count_nonfinite(self, v: dict[str, list[float | None]]) -> dict[str, list[float | None]]:
         """NaN+Inf counts: 0 where the norm is finite (no work), counted where it is not.
@@ -186,6 +233,7 @@ class StepSampler:
         for i, li in enumerate(self.layers.param_layer):
             idx[li].append(i)
         params = self.layers.params
+        divisor = _divisor(v, "g_div")
         rows = []
         for li, members in enumerate(idx):
             with_grad = [i for i in members if v["g_norm"][i] is not None]  # None: no gradient
@@ -198,7 +246,7 @@ class StepSampler:
             upd = _l2(pick("update", with_grad))
             rows.append(LayerObs(
                 step=self._step, layer=self.layers.names[li],
-                grad_norm=None if g_norm is None else g_norm / self._grad_divisor,
+                grad_norm=None if g_norm is None else g_norm / divisor,
                 param_norm=_l2(pick("p_norm")),
                 update_ratio=None if upd is None or not before else upd / before,
                 grad_nonfinite=None if not with_grad else int(_sum(pick("g_nonfinite", with_grad)) or 0),

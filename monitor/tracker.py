@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from torch import nn
 
 from .findings import Finding
 from .history import Event, History, LayerObs, RunInfo, StepObs
 from .localize import Localizer
 from .record import RecordWriter
 from .sampler import ROOT, SampledStep
-from .snapshot import Snapshot
-
-if TYPE_CHECKING:
-    from .watcher import Watcher
+from .snapshot import Counters, Snapshot
 
 __all__ = ["Tracker"]
 
@@ -35,9 +35,17 @@ def _nonfinite(v: float | None) -> bool:
 
 
 class Tracker:
-    def __init__(self, watcher: Watcher, record: Any) -> None:
-        self._w = watcher
-        self.snapshot = Snapshot(run=watcher.run, rank=watcher.rank)
+    """Observations of one watched run. `counters` are the watcher's live scalars (read, and the
+    non-finite step counts written, here); `model` is where localisation hooks go when armed;
+    `guard` wraps hook bodies so their failures are counted, never raised."""
+
+    def __init__(self, *, run: str, rank: int, every: int, counters: Counters, model: nn.Module, record: Any,
+                 guard: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+        self.run, self.rank, self.every = run, rank, every
+        self.counters = counters
+        self._model = model
+        self._guard = guard
+        self.snapshot = Snapshot(run=run, rank=rank)
         self._steps: list[StepObs] = []
         self._head: list[LayerObs] = []
         self._tail: list[list[LayerObs]] = []
@@ -66,17 +74,16 @@ class Tracker:
         return sample
 
     def will_sample(self, step: int) -> bool:
-        return self._force_sample or (step - 1) % self._w.every == 0
+        return self._force_sample or (step - 1) % self.every == 0
 
-    def sampled_step(self, s: SampledStep, info: RunInfo) -> None:
-        groups = self._w.optimizer.param_groups
-        lr = tuple(float(g.get("lr", 0.0)) for g in groups)
-        eps = tuple(None if g.get("eps") is None else float(g["eps"]) for g in groups)
+    def sampled_step(self, s: SampledStep, info: RunInfo, lr: tuple[float, ...],
+                     eps: tuple[float | None, ...]) -> None:
+        """A sampled step; `lr` / `eps` per param group as in effect for that step."""
         rows = self._merge_activations(s.step, list(s.rows))
-        obs = StepObs(step=s.step, time=self._w.counters.time, sampled=True, skipped=False,
-                      skipped_total=self._w.counters.skipped_steps, loss=s.loss, loss_scale=s.loss_scale,
-                      grad_norm_total=s.grad_norm_total, grad_nonfinite=s.grad_nonfinite,
-                      param_nonfinite=s.param_nonfinite, lr=lr, eps=eps)
+        obs = StepObs(step=s.step, time=self.counters.time, sampled=True, skipped=False,
+                      skipped_total=self.counters.skipped_steps, loss=s.loss, loss_scale=s.loss_scale,
+                      grad_norm_total=s.grad_norm_total, grad_norm_applied=s.grad_norm_applied,
+                      grad_nonfinite=s.grad_nonfinite, param_nonfinite=s.param_nonfinite, lr=lr, eps=eps)
         events = self._nonfinite_events(s, rows)
         self._append(obs, rows, events)
         first = self.snapshot.param_nonfinite_first
@@ -84,15 +91,18 @@ class Tracker:
             first = None
         elif first is None:
             first = {r.layer: r.param_nonfinite or 0 for r in rows if r.param_nonfinite is not None}
-        self.snapshot = Snapshot(run=self._w.run, rank=self._w.rank, last=obs, loss=s.loss, rows=tuple(rows),
+        self.snapshot = Snapshot(run=self.run, rank=self.rank, last=obs, loss=s.loss, rows=tuple(rows),
                                  layer_info=dict(info.layers), param_nonfinite_first=first, lr=lr, eps=eps)
 
-    def skipped_step(self, step: int, scale: float | None, loss: float | None, output_nonfinite: int | None) -> None:
-        """A step the loss scaler skipped: its loss and the model output's non-finite count (when that
-        iteration's forward was probed) are kept, since a skip hides the moment of failure."""
-        c = self._w.counters
+    def skipped_step(self, step: int, scale: float | None, loss: float | None, output_nonfinite: int | None,
+                     reason: str, lr: tuple[float, ...]) -> None:
+        """A step that was skipped (`reason`: scaler, loss_scale, user, ...): its loss and the model
+        output's non-finite count (when that iteration's forward was probed) are kept, since a skip
+        hides the moment of failure. The next step is always sampled (it shows whether the learning
+        rate moved on although the weights did not)."""
+        c = self.counters
         obs = StepObs(step=step, time=c.time, sampled=False, skipped=True, skipped_total=c.skipped_steps,
-                      loss=loss, loss_scale=scale)
+                      loss=loss, loss_scale=scale, lr=lr, skip_reason=reason)
         rows = [] if output_nonfinite is None else [
             LayerObs(step=step, layer=ROOT, activation_nonfinite=output_nonfinite)]
         events = []
@@ -101,6 +111,7 @@ class Tracker:
             events.append(Event(step, "nonfinite", None, "loss", {"value": str(loss), "skipped": True}))
         self._append(obs, self._merge_activations(step, rows), events)
         self._arm()
+        self._force_sample = True
 
     # -- localisation -------------------------------------------------------------------
     def resolve_localization(self, step: int) -> None:
@@ -112,14 +123,14 @@ class Tracker:
         events, acts = loc.resolve(step)
         self._acts = (step, acts)
         if any(acts.values()):
-            self._w.counters.nonfinite_steps["activation"] += 1
+            self.counters.nonfinite_steps["activation"] += 1
         if events:
             self._record_events(events)
 
     def _arm(self) -> None:
         if self._localizer is None and self._localizations_left > 0:
             self._localizations_left -= 1
-            self._localizer = Localizer(self._w.model)
+            self._localizer = Localizer(self._model, self._guard)
             self._force_sample = True
 
     def _merge_activations(self, step: int, rows: list[LayerObs]) -> list[LayerObs]:
@@ -136,7 +147,7 @@ class Tracker:
         for tensor, attr in (("grad", "grad_nonfinite"), ("param", "param_nonfinite")):
             bad = [r for r in rows if (getattr(r, attr) or 0) > 0]
             if bad:
-                self._w.counters.nonfinite_steps[tensor] += 1
+                self.counters.nonfinite_steps[tensor] += 1
                 if tensor not in self._seen:
                     self._seen.add(tensor)
                     events.append(Event(s.step, "nonfinite", bad[0].layer, tensor,
@@ -183,9 +194,6 @@ class Tracker:
 
             self._cache = (version, run_rules(self.history(info, preflight)))
         return list(self._cache[1])
-
-    def findings_cached(self) -> list[Finding]:
-        return self.findings(self._w.info, self._w.preflight)
 
     def discard_record(self) -> None:
         """Delete the record this tracker created (only used when watch() itself failed)."""

@@ -1,11 +1,15 @@
 """`monitor.watch()`: hooks on a live training run; statistics to Prometheus, a run record, findings.
 
 Hooks (all removed by `close()`): the optimizer's step pre/post hooks and load_state_dict post
-hook, a forward pre-hook on the model's root module, a wrapper around the GradScaler instance's
-`update()`, and, for one iteration after a non-finite event, localisation hooks on every module.
+hook, forward pre-hooks and forward hooks on the model's entry modules (the root, or the children of
+a container root such as TRELLIS's models dict), gradient hooks on their outputs and an end-of-
+backward callback on sampled iterations, a wrapper around the GradScaler instance's `update()`, and,
+for one iteration after a non-finite event, localisation hooks on every module.
 
-GPU syncs: none on unsampled steps; one host transfer per sampled step (in the post-hook, or at the
-next forward under an fp32 master copy); one `get_scale()` after a step the scaler skipped.
+GPU syncs: none on unsampled steps, except under GradScaler with a fused optimizer, where the
+scaler's `found_inf` is read in the step pre-hook (the same sync GradScaler itself makes for other
+optimizers); one host transfer per sampled step (in the post-hook, or at the next forward under an
+fp32 master copy); one `get_scale()` and one loss read after a step that was skipped.
 Threads: hooks run in the training thread; the HTTP endpoint and the record writer have their own.
 Any exception inside the monitor is counted (`slatmon_monitor_errors_total`), logged once, and
 swallowed: training goes on.
@@ -23,11 +27,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from .capture import OutputProbe, entry_modules
 from .config import check_args, default_rank, default_run
 from .findings import Finding
 from .history import History, RunInfo
 from .layers import LayerMap
-from .localize import OutputProbe
 from .preflight import describe, lint
 from .sampler import StepSampler
 from .scaling import CustomScaleTap, GradScalerTap, scaler_kind
@@ -40,19 +44,26 @@ log = logging.getLogger("monitor")
 
 
 def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Hook body wrapper: time it, and count/log/swallow any exception."""
+    """Hook body wrapper (methods): time it, and count/log/swallow any exception."""
 
     @functools.wraps(fn)
     def wrapper(self: Watcher, *args: Any, **kwargs: Any) -> None:
-        t0 = time.perf_counter()
-        try:
-            fn(self, *args, **kwargs)
-        except Exception as exc:  # never raise into the training loop
-            self._error(exc)
-        finally:
-            self.counters.monitor_seconds += time.perf_counter() - t0
+        self._run_guarded(fn, self, *args, **kwargs)
 
     return wrapper
+
+
+def _lrs(optimizer: torch.optim.Optimizer) -> tuple[float, ...]:
+    """Learning rate per param group, without a GPU sync (a CUDA tensor lr reads as NaN)."""
+    out = []
+    for g in optimizer.param_groups:
+        lr = g.get("lr", 0.0)
+        out.append(float(lr) if not isinstance(lr, torch.Tensor) or lr.device.type == "cpu" else float("nan"))
+    return tuple(out)
+
+
+def _eps(optimizer: torch.optim.Optimizer) -> tuple[float | None, ...]:
+    return tuple(None if g.get("eps") is None else float(g["eps"]) for g in optimizer.param_groups)
 
 
 class Watcher:
@@ -70,7 +81,11 @@ class Watcher:
         self.counters = Counters()
         self._closed = False
         self._errors_logged = 0
-        self._loss: torch.Tensor | None = None
+        self._losses: list[torch.Tensor] = []  # every loss observed in the iteration under way
+        self._iteration_open = False  # a forward or loss of the iteration under way was seen
+        self._iteration_lr: tuple[float, ...] | None = None  # lr when the iteration under way began
+        self._step_lr: tuple[float, ...] = ()
+        self._last_was_skip = False
         self._described_after_step = False
         self._autocast: str | None = None
         self._device_type = next((p.device.type for p in model.parameters()), "cpu")
@@ -81,7 +96,9 @@ class Watcher:
             self.counters.loss_scale = 1.0
         self.info: RunInfo = self._describe()
         self.preflight = lint(self.info)
-        self.tracker = Tracker(self, record)  # may refuse the record path: before anything is hooked
+        # may refuse the record path: before anything is hooked
+        self.tracker = Tracker(run=self.run, rank=self.rank, every=every, counters=self.counters, model=model,
+                               record=record, guard=self._guard)
         self.tracker.start_run(self.info, self.preflight)
         self._scaler_tap = GradScalerTap(scaler, self._on_scaler_update) if self._kind == "grad_scaler" else None
         self._custom = CustomScaleTap(loss_scale) if loss_scale is not None else None
@@ -89,9 +106,10 @@ class Watcher:
             optimizer.register_step_pre_hook(self._pre_step),
             optimizer.register_step_post_hook(self._post_step),
             optimizer.register_load_state_dict_post_hook(self._on_load_state_dict),
-            model.register_forward_pre_hook(self._pre_forward),
+            *(m.register_forward_pre_hook(self._pre_forward) for m in entry_modules(model)),
         ]
-        self._output = OutputProbe(model, lambda: self.tracker.will_sample(self.counters.step + 1))
+        self._output = OutputProbe(model, lambda: self.tracker.will_sample(self.counters.step + 1),
+                                   self._backward_end, self._guard)
         self.url: str | None = None
         self._server = None
         self._target = None
@@ -104,10 +122,40 @@ class Watcher:
                 raise
 
     # -- public -----------------------------------------------------------------------------
+    @_guarded
     def observe_loss(self, loss: torch.Tensor | float) -> None:
-        """Remember this iteration's loss (a reference; read on sampled steps only, no sync here)."""
-        if not self._closed:
-            self._loss = loss.detach() if isinstance(loss, torch.Tensor) else torch.tensor(float(loss))
+        """Remember a loss of this iteration (a reference; read on sampled and skipped steps only, no
+        sync here). Call it for every micro-batch: the step's loss is their mean, NaN if any is."""
+        if self._closed:
+            return
+        if isinstance(loss, torch.Tensor):
+            if loss.numel() != 1:
+                raise TypeError(f"observe_loss(): expected a scalar loss, got a tensor of shape {tuple(loss.shape)}")
+            self._losses.append(loss.detach().reshape(()))
+        elif isinstance(loss, (int, float)) and not isinstance(loss, bool):
+            self._losses.append(torch.tensor(float(loss), dtype=torch.float64))
+        else:
+            raise TypeError(f"observe_loss(): expected a scalar tensor or a number, got {type(loss).__name__}")
+        self._iteration_open = True
+
+    @_guarded
+    def step_skipped(self, loss: torch.Tensor | float | None = None) -> None:
+        """Record that the training loop skipped this iteration's optimizer step by itself.
+
+        Needed only where no hook can see the skip: a loop that checks its gradients and does not call
+        `optimizer.step()`, with neither `scaler=` nor `loss_scale=` (TRELLIS `fp16_mode=None`,
+        bf16 AMP without a scaler). Skips that the GradScaler or a falling `loss_scale` show are
+        counted already: a second report for the same iteration is ignored. `loss`: optional, as for
+        `observe_loss`. Call it after lowering a hand-made loss scale, not before."""
+        if self._closed:
+            return
+        if loss is not None:
+            self.observe_loss(loss)
+        if self._custom is not None:
+            self._custom.dropped()  # a drop the loop made for this very skip is not a second one
+        if not self._iteration_open and self._last_was_skip:
+            return
+        self._skipped("user")
 
     def history(self) -> History:
         """Everything observed so far (bounded in memory; the run record keeps it all)."""
@@ -128,6 +176,7 @@ class Watcher:
         if self._closed:
             return
         self._finish_guarded()
+        self._run_guarded(self._check_scale_drop)  # the last iteration's skip shows only at the next forward
         self._closed = True
         for h in self._handles:
             h.remove()
@@ -162,16 +211,24 @@ class Watcher:
     def _pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self._finish_pending()  # a deferred (master-copy) sample whose forward never came
         if self._custom is not None and self._custom.dropped():
-            self._skipped()
+            self._skipped("loss_scale")
+        found_inf = getattr(optimizer, "found_inf", None)  # set by GradScaler.step() for fused optimizers
+        if isinstance(found_inf, torch.Tensor) and bool(found_inf.item()):  # the kernel will skip the update
+            if self._scaler_tap is None:
+                self._skipped("scaler")  # an unwatched GradScaler: count the skip here
+            return  # with the tap, update() sees a step that did not happen and counts it
         if self._scaler_tap is not None:
             self._scaler_tap.stepped()
         step = self._advance()
+        self._step_lr = self._iteration_lr or _lrs(optimizer)
         self.tracker.resolve_localization(step)
+        loss = self._take_loss()
         if self.tracker.should_sample(step):
-            scale, divisor = self._scale_now()
-            self._sampler.begin(step, self._loss, scale, divisor, self._output.take())
+            scale, divisor = self._scale_now(optimizer)
+            self._sampler.begin(step, loss, scale, divisor, self._output.take())
         else:
             self._output.take()
+            self._sampler.discard_capture()
 
     @_guarded
     def _post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
@@ -184,15 +241,22 @@ class Watcher:
         if self._autocast is None and torch.is_autocast_enabled(self._device_type):
             self._autocast = str(torch.get_autocast_dtype(self._device_type)).removeprefix("torch.")
             self._redescribe()  # autocast changes the picture
-        if self._custom is not None and self._custom.dropped():
-            self._skipped()
+        self._check_scale_drop()
+        if not self._iteration_open:
+            self._iteration_open = True
+            self._iteration_lr = _lrs(self.optimizer)
+
+    @_guarded
+    def _backward_end(self) -> None:
+        """End of a backward pass on an iteration that will be sampled: gradients before clipping."""
+        self._sampler.capture(self._scale_in_grads())
 
     @_guarded
     def _on_scaler_update(self, skipped: bool) -> None:
         if skipped or self.counters.loss_scale is None:
             self.counters.loss_scale = self._scaler_tap.scale()  # type: ignore[union-attr]  # one sync
         if skipped:
-            self._skipped()
+            self._skipped("scaler")
 
     @_guarded
     def _on_load_state_dict(self, optimizer: torch.optim.Optimizer) -> None:
@@ -208,25 +272,58 @@ class Watcher:
     def _advance(self) -> int:
         self.counters.step += 1
         self.counters.time = time.time()
+        self._iteration_open = False
         return self.counters.step
 
-    def _skipped(self) -> None:
+    def _check_scale_drop(self) -> None:
+        """A hand-made loss scale that fell since the last read: the loop skipped a step."""
+        if self._custom is not None and self._custom.dropped():
+            self._skipped("loss_scale")
+
+    def _take_loss(self) -> torch.Tensor | None:
+        """The mean of the losses observed since the last step (device-side, no sync), and forget them."""
+        losses, self._losses = self._losses, []
+        if not losses:
+            return None
+        if len(losses) == 1:
+            return losses[0]
+        return torch.stack([x.to(losses[0].device, torch.float64) for x in losses]).mean()
+
+    def _skipped(self, reason: str) -> None:
         self.counters.skipped_steps += 1
+        lr = self._iteration_lr or _lrs(self.optimizer)
         step = self._advance()
+        self._last_was_skip = True
         self.tracker.resolve_localization(step)
         out = self._output.take()
-        loss = None if self._loss is None else float(self._loss.float())  # syncs; skipped steps are rare
-        self.tracker.skipped_step(step, self._scale_value(), loss, None if out is None else int(out))
+        self._sampler.discard_capture()
+        loss = self._take_loss()
+        value = None if loss is None else float(loss)  # syncs; skipped steps are rare
+        self.tracker.skipped_step(step, self._scale_value(), value, None if out is None else int(out), reason, lr)
+        self._iteration_lr = None
 
-    def _scale_now(self) -> tuple[torch.Tensor | float | None, float]:
-        """(loss scale for this step, the scale the model's grads still carry)."""
+    def _scale_in_grads(self) -> torch.Tensor | float:
+        """The loss scale the gradients carry at the end of backward (no sync)."""
         if self._scaler_tap is not None:
-            return self._scaler_tap.scale_tensor(), 1.0
+            scale = self._scaler_tap.scale_tensor()
+            return 1.0 if scale is None else scale
+        if self._custom is not None:
+            return self._custom.scale()
+        return 1.0
+
+    def _scale_now(self, optimizer: torch.optim.Optimizer) -> tuple[torch.Tensor | float | None,
+                                                                    torch.Tensor | float]:
+        """(loss scale for this step, the scale the gradients still carry at optimizer.step())."""
+        carried = getattr(optimizer, "grad_scale", None)  # GradScaler + fused optimizer: not unscaled yet
+        if not isinstance(carried, torch.Tensor):
+            carried = 1.0
+        if self._scaler_tap is not None:
+            return self._scaler_tap.scale_tensor(), carried
         if self._custom is not None:
             s = self._custom.scale()
             self._custom.last = s
-            return s, s if self._sampler.master else 1.0
-        return self.counters.loss_scale, 1.0
+            return s, s if self._sampler.master else carried
+        return self.counters.loss_scale, carried
 
     def _scale_value(self) -> float | None:
         """The scale after a skip: the GradScaler's was just read by _on_scaler_update."""
@@ -244,7 +341,8 @@ class Watcher:
                     self.tracker.start_run(self.info, self.preflight)
                 if sample.loss_scale is not None:
                     self.counters.loss_scale = sample.loss_scale
-                self.tracker.sampled_step(sample, self.info)
+                self._last_was_skip = False
+                self.tracker.sampled_step(sample, self.info, self._step_lr, _eps(self.optimizer))
 
     def _describe(self) -> RunInfo:
         return describe(self.model, self.optimizer, self.layers, scaler_kind=self._kind, run=self.run,
@@ -253,11 +351,34 @@ class Watcher:
     def _serve(self, host: str, port: int, targets_dir: str | os.PathLike[str] | None) -> None:
         from .export.server import serve
 
-        self._server, self.url = serve(self, host, port)
+        tracker = self.tracker
+        self._server, self.url = serve(lambda: tracker.snapshot, lambda: self.counters, self._findings_for_scrape,
+                                       lambda: self.info, host, port)
         if targets_dir:  # file-based service discovery: Prometheus finds this run by itself
             from .ops.targets import register
 
             self._target = register(targets_dir, host, self._server.server_address[1], self.run, self.rank)
+
+    def _findings_for_scrape(self) -> list[Finding]:
+        return self.tracker.findings(self.info, self.preflight)
+
+    def _guard(self, fn: Callable[..., Any]) -> Callable[..., None]:
+        """`fn` timed, with any exception counted, logged once and swallowed (never raised into training)."""
+
+        @functools.wraps(fn)
+        def guarded(*args: Any, **kwargs: Any) -> None:
+            self._run_guarded(fn, *args, **kwargs)
+
+        return guarded
+
+    def _run_guarded(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        t0 = time.perf_counter()
+        try:
+            fn(*args, **kwargs)
+        except Exception as exc:  # never raise into the training loop
+            self._error(exc)
+        finally:
+            self.counters.monitor_seconds += time.perf_counter() - t0
 
     def _error(self, exc: BaseException) -> None:
         self.counters.errors += 1

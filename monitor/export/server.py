@@ -1,26 +1,27 @@
-"""The HTTP /metrics endpoint of one Watcher (its own registry; never the global one)."""
+"""The HTTP /metrics endpoint of one watched run (its own registry; never the global one)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
 from ..errors import ConfigError
+from ..findings import Finding
+from ..history import RunInfo
+from ..snapshot import Counters, Snapshot
 from .prometheus import SnapshotCollector
-
-if TYPE_CHECKING:
-    from ..watcher import Watcher
 
 __all__ = ["serve"]
 
 
-def serve(watcher: Watcher, host: str, port: int) -> tuple[Any, str]:
-    """Start the endpoint in a daemon thread; returns (server, url). A busy port raises ConfigError."""
+def serve(snapshot: Callable[[], Snapshot], counters: Callable[[], Counters], findings: Callable[[], list[Finding]],
+          info: Callable[[], RunInfo], host: str, port: int) -> tuple[Any, str]:
+    """Start the endpoint for the state these callables read at scrape time, in a daemon thread;
+    returns (server, url). A busy port raises ConfigError."""
     registry = CollectorRegistry(auto_describe=False)
-    tracker = watcher.tracker
-    SnapshotCollector(lambda: tracker.snapshot, lambda: watcher.counters, tracker.findings_cached,
-                      lambda: watcher.info, registry)
+    SnapshotCollector(snapshot, counters, findings, info, registry)
     try:
         server, _thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
