@@ -91,8 +91,10 @@ class Tracker:
             first = None
         elif first is None:
             first = {r.layer: r.param_nonfinite or 0 for r in rows if r.param_nonfinite is not None}
+        out = next((r.activation_nonfinite for r in rows if r.layer == ROOT), None)
         self.snapshot = Snapshot(run=self.run, rank=self.rank, last=obs, loss=s.loss, rows=tuple(rows),
-                                 layer_info=dict(info.layers), param_nonfinite_first=first, lr=lr, eps=eps)
+                                 layer_info=dict(info.layers), param_nonfinite_first=first, lr=lr, eps=eps,
+                                 output_nonfinite=out)
 
     def skipped_step(self, step: int, scale: float | None, loss: float | None, output_nonfinite: int | None,
                      reason: str, lr: tuple[float, ...]) -> None:
@@ -110,6 +112,7 @@ class Tracker:
             self._seen.add("loss")
             events.append(Event(step, "nonfinite", None, "loss", {"value": str(loss), "skipped": True}))
         self._append(obs, self._merge_activations(step, rows), events)
+        self.snapshot = dataclasses.replace(self.snapshot, loss=loss, output_nonfinite=output_nonfinite)
         self._arm()
         self._force_sample = True
 

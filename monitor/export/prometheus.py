@@ -7,7 +7,6 @@ touches prometheus_client objects.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry
@@ -28,10 +27,6 @@ _PER_LAYER = (
     ("slatmon_adam_state_zero_ratio", "state_zero_ratio", "Per-layer share of Adam exp_avg_sq elements equal to 0."),
 )
 _NONFINITE = (("grad", "grad_nonfinite"), ("param", "param_nonfinite"), ("activation", "activation_nonfinite"))
-
-
-def _num(v: float | None) -> float:
-    return math.nan if v is None else float(v)
 
 
 class SnapshotCollector(Collector):
@@ -58,15 +53,17 @@ class SnapshotCollector(Collector):
         yield from self._globals(snap, counters, base)
         yield from self._layers(snap, base)
         yield from self._optimizer(snap, base)
-        yield self._finding_family(base)
+        yield from self._finding_families(base)
         yield self._run_info(base)
 
     def _globals(self, snap: Snapshot, c: Counters, base: dict[str, str]) -> Iterator[Metric]:
         keys, vals = list(base), list(base.values())
 
         def gauge(name: str, doc: str, value: float | None) -> GaugeMetricFamily:
+            """No sample while the value is unknown: a NaN sample always means a NaN was observed."""
             g = GaugeMetricFamily(name, doc, labels=keys)
-            g.add_metric(vals, _num(value))
+            if value is not None:
+                g.add_metric(vals, float(value))
             return g
 
         def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
@@ -76,10 +73,16 @@ class SnapshotCollector(Collector):
 
         last = snap.last
         yield gauge("slatmon_step", "Last optimizer step seen (skipped steps included).", c.step)
-        yield gauge("slatmon_loss", "Last loss observed on a sampled step.", snap.loss)
+        yield gauge("slatmon_loss", "Last loss observed (on a sampled or a skipped step).", snap.loss)
+        yield gauge("slatmon_output_nonfinite_elements", "NaN+Inf elements of the model's outputs in the last "
+                    "step seen (sampled or skipped), when they were checked.", snap.output_nonfinite)
+        yield gauge("slatmon_sampled_step", "The step the per-layer series describe (the last sampled step).",
+                    last.step if last else None)
         yield gauge("slatmon_loss_scale", "GradScaler scale or the custom loss scale.", c.loss_scale)
-        yield gauge("slatmon_grad_norm_global", "Global L2 norm of the unscaled gradients.",
+        yield gauge("slatmon_grad_norm_global", "Global L2 norm of the unscaled gradients (before clipping).",
                     last.grad_norm_total if last else None)
+        yield gauge("slatmon_grad_norm_applied", "Global L2 norm of the gradients optimizer.step() received "
+                    "(unscaled, after clipping).", last.grad_norm_applied if last else None)
         yield gauge("slatmon_last_step_timestamp_seconds", "Unix time of the last optimizer step seen.",
                     c.time or None)
         yield counter("slatmon_skipped_steps", "Optimizer steps skipped by the loss scaler.", c.skipped_steps)
@@ -138,12 +141,17 @@ class SnapshotCollector(Collector):
                       str(fused).lower(), info.autocast or "none", info.torch_version], 1.0)
         return g
 
-    def _finding_family(self, base: dict[str, str]) -> Metric:
-        g = GaugeMetricFamily("slatmon_finding", "Active diagnosis findings (value is always 1).",
-                              labels=[*base, "code", "severity"])
+    def _finding_families(self, base: dict[str, str]) -> Iterator[Metric]:
+        labels = [*base, "code", "severity"]
+        g = GaugeMetricFamily("slatmon_finding", "Active diagnosis findings (value is always 1).", labels=labels)
+        first = GaugeMetricFamily("slatmon_finding_first_step", "Step at which each active finding began "
+                                  "(0: predicted before the first step).", labels=labels)
         seen = set()
         for f in self._findings():
             if (f.code, f.severity) not in seen:
                 seen.add((f.code, f.severity))
                 g.add_metric([*base.values(), f.code, f.severity], 1.0)
-        return g
+                if f.first_step is not None:
+                    first.add_metric([*base.values(), f.code, f.severity], float(f.first_step))
+        yield g
+        yield first

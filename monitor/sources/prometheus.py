@@ -20,7 +20,9 @@ from ..errors import SourceError
 from ..history import History
 from .timeline import Series, build_history
 
-__all__ = ["list_runs", "read_prometheus"]
+__all__ = ["STATUS_ORDER", "list_runs", "read_prometheus", "run_statuses"]
+
+STATUS_ORDER = ("critical", "warning", "info", "healthy")  # worst first
 
 
 def _quote(value: str) -> str:
@@ -71,6 +73,21 @@ def list_runs(base: str, lookback: str = "7d", timeout: float = 10.0) -> list[tu
         rank = labels.get("rank", "0")
         out.add((labels.get("run", ""), int(rank) if rank.lstrip("-").isdigit() else 0))
     return sorted(out)
+
+
+def run_statuses(base: str, lookback: str = "7d", timeout: float = 10.0) -> dict[tuple[str, int], str]:
+    """{(run, rank): the worst severity among the findings its watcher reported last, or "healthy"}
+    for every run that reported slatmon_step within `lookback`."""
+    out = {key: "healthy" for key in list_runs(base, lookback, timeout)}
+    data = _query(base, f"count by (run, rank, severity) (last_over_time(slatmon_finding[{lookback}]))", timeout)
+    for item in data.get("result", []):
+        labels = item.get("metric", {})
+        rank = labels.get("rank", "0")
+        key = (labels.get("run", ""), int(rank) if rank.lstrip("-").isdigit() else 0)
+        severity = labels.get("severity")
+        if key in out and severity in STATUS_ORDER and STATUS_ORDER.index(severity) < STATUS_ORDER.index(out[key]):
+            out[key] = severity
+    return out
 
 
 def _pick(runs: list[tuple[str, int]], run: str | None, rank: int | None, base: str) -> tuple[str, int]:
