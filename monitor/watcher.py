@@ -106,7 +106,8 @@ class Watcher:
             optimizer.register_step_pre_hook(self._pre_step),
             optimizer.register_step_post_hook(self._post_step),
             optimizer.register_load_state_dict_post_hook(self._on_load_state_dict),
-            *(m.register_forward_pre_hook(self._pre_forward) for m in entry_modules(model)),
+            # torch.compile traces hooks on an OptimizedModule: ours run eagerly, outside the graph
+            *(m.register_forward_pre_hook(torch.compiler.disable(self._pre_forward)) for m in entry_modules(model)),
         ]
         self._output = OutputProbe(model, lambda: self.tracker.will_sample(self.counters.step + 1),
                                    self._backward_end, self._guard)

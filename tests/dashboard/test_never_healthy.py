@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 import monitor
-from tests.monitor.faults import fault_record
+from tests.monitor.faults import NEVER_HEALTHY, fault_record
 
 
-@pytest.mark.parametrize("name", ["fp32-nan-batch", "bf16-clip-spread"])
+@pytest.mark.parametrize("name", sorted(NEVER_HEALTHY))
 def test_page_is_not_green(app_page, tmp_path, name: str) -> None:
     path, _ = fault_record(name, tmp_path)
     top = monitor.diagnose(str(path))[0]

@@ -118,3 +118,12 @@ def test_odd_values_do_not_break_the_timeline() -> None:
     assert [s.step for s in h.steps] == [1, 3]  # NaN step dropped, step going backwards dropped
     assert h.preflight[0].code == "adam_eps_underflow" and h.preflight[0].first_step == 3
     monitor.diagnosis.run_rules(h)
+
+
+def test_coarser_prometheus_view_says_so() -> None:
+    from monitor.diagnosis import coarser_view
+    from monitor.findings import Finding
+
+    series = [sample("slatmon_step", [(1, 5), (2, 10)]), sample("slatmon_grad_norm", [(1, 0.5), (2, 0.4)], layer="l")]
+    f = coarser_view(Finding("x", "warning", "t", ("e",), 5), build_history(series, "r", 0))
+    assert f.evidence[0] == "e" and f.evidence[1].startswith("Prometheus view: 2 of 10 steps were scraped")
