@@ -132,10 +132,11 @@ class SnapshotCollector(Collector):
         info = self._info()
         g = GaugeMetricFamily("slatmon_run_info", "Training set-up (value is always 1).",
                               labels=[*base, "scaler", "optimizer", "master_weights", "fused", "autocast",
-                                                "torch_version"])
+                                      "torch_version", "local_rank", "world_size", "run_id", "restart_count"])
         fused = bool(info.groups) and all(g.fused for g in info.groups)
         g.add_metric([*base.values(), info.scaler, info.optimizer, str(info.master_weights).lower(),
-                      str(fused).lower(), info.autocast or "none", info.torch_version], 1.0)
+                      str(fused).lower(), info.autocast or "none", info.torch_version, str(info.local_rank),
+                      str(info.world_size), info.run_id, str(info.restart_count)], 1.0)
         return g
 
     def _finding_family(self, base: dict[str, str]) -> Metric:

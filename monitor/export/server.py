@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -14,9 +15,12 @@ if TYPE_CHECKING:
 
 __all__ = ["serve"]
 
+log = logging.getLogger("monitor")
 
-def serve(watcher: Watcher, host: str, port: int) -> tuple[Any, str]:
-    """Start the endpoint in a daemon thread; returns (server, url). A busy port raises ConfigError."""
+
+def serve(watcher: Watcher, host: str, port: int, fallback: bool = False) -> tuple[Any, str]:
+    """Start the endpoint in a daemon thread; returns (server, url). A busy port raises ConfigError, or,
+    with `fallback` (the caller did not choose the port), is replaced by a free one with a log line."""
     registry = CollectorRegistry(auto_describe=False)
     tracker = watcher.tracker
     SnapshotCollector(lambda: tracker.snapshot, lambda: watcher.counters, tracker.findings_cached,
@@ -24,10 +28,17 @@ def serve(watcher: Watcher, host: str, port: int) -> tuple[Any, str]:
     try:
         server, _thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
-        raise ConfigError(
-            f"watch(): cannot serve metrics on {host}:{port} ({exc.strerror or exc}). Another watched run "
-            "may hold it: pass port=0 for any free port, port=None for no endpoint, or another port number"
-        ) from None
+        if not fallback:
+            raise _busy(host, port, exc) from None
+        server, _thread = start_http_server(0, addr=host, registry=registry)
+        log.warning("slat-monitor: default port %s:%d is busy (%s); serving metrics on port %d instead "
+                    "(pass port= to choose one)", host, port, exc.strerror or exc, server.server_address[1])
     bound = server.server_address[1]
     shown = f"[{host}]" if ":" in host else host
     return server, f"http://{shown}:{bound}/metrics"
+
+
+def _busy(host: str, port: int, exc: OSError) -> ConfigError:
+    return ConfigError(
+        f"watch(): cannot serve metrics on {host}:{port} ({exc.strerror or exc}). Another watched run "
+        "may hold it: pass port=0 for any free port, port=None for no endpoint, or another port number")
