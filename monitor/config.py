@@ -32,7 +32,7 @@ def _fail(arg: str, expected: str, got: Any) -> ConfigError:
 
 
 def check_args(model: Any, optimizer: Any, scaler: Any, loss_scale: Any, every: Any, port: Any,
-               host: Any, max_layers: Any) -> None:
+               host: Any, max_layers: Any, export_layers: Any = "auto") -> None:
     if not isinstance(model, nn.Module):
         raise _fail("model", "a torch.nn.Module", type(model).__name__)
     if not isinstance(optimizer, torch.optim.Optimizer):
@@ -54,6 +54,8 @@ def check_args(model: Any, optimizer: Any, scaler: Any, loss_scale: Any, every: 
         raise _fail("host", "an address to bind, e.g. '127.0.0.1'", host)
     if isinstance(max_layers, bool) or not isinstance(max_layers, int) or max_layers < 1:
         raise _fail("max_layers", "an integer >= 1", max_layers)
+    if export_layers not in ("auto", "full", "grouped"):
+        raise _fail("export_layers", "'auto' (grouped by block above 8 ranks), 'full' or 'grouped'", export_layers)
     _check_params(model, optimizer)
 
 

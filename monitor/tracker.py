@@ -184,6 +184,10 @@ class Tracker:
             self._cache = (version, run_rules(self.history(info, preflight)))
         return list(self._cache[1])
 
+    def events(self) -> list[Event]:
+        """A copy of the events kept so far (any thread)."""
+        return list(self._events)
+
     def findings_cached(self) -> list[Finding]:
         return self.findings(self._w.info, self._w.preflight)
 

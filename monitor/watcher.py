@@ -65,8 +65,9 @@ class Watcher:
                  rank: int | None = None, port: int | None = DEFAULT_PORT, host: str = "127.0.0.1",
                  record: str | os.PathLike[str] | None = None, max_layers: int = 512,
                  group_depth: int | None = None, update_ratio: bool = True,
-                 targets_dir: str | os.PathLike[str] | None = None) -> None:
-        check_args(model, optimizer, scaler, loss_scale, every, port, host, max_layers)
+                 targets_dir: str | os.PathLike[str] | None = None, export_layers: str = "auto") -> None:
+        check_args(model, optimizer, scaler, loss_scale, every, port, host, max_layers, export_layers)
+        self._export_layers = export_layers
         self.model, self.optimizer, self.every = model, optimizer, every
         self.dist = detect(rank)  # rank, local rank, world size, torchrun run id (no collective)
         self.run, self.rank = default_run(run, run_id=self.dist.run_id), self.dist.rank
@@ -261,7 +262,8 @@ class Watcher:
         from .export.server import serve
 
         chosen = not isinstance(port, DefaultPort)  # an explicit port fails when busy; the default falls back
-        self._server, self.url = serve(self, host, port if chosen else default_port(self.dist), fallback=not chosen)
+        self._server, self.url = serve(self, host, port if chosen else default_port(self.dist), fallback=not chosen,
+                                       export_layers=self._export_layers)
         if targets_dir:  # file-based service discovery: Prometheus finds this run by itself
             from .ops.targets import register
 
@@ -289,7 +291,8 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any = None
     endpoint. record: path of the SQLite run record, or None; `{rank}` in it is replaced by the rank,
     and in a job of several processes a path without it gets `.rank<N>` before its suffix.
     Extra keyword options: max_layers, group_depth, update_ratio, targets_dir (Prometheus file_sd
-    folder; env SLATMON_TARGETS_DIR).
+    folder; env SLATMON_TARGETS_DIR), export_layers ("auto": per-layer series grouped by block when
+    the job has more than 8 ranks, "full", "grouped"; the record always keeps every layer).
     Set SLATMON_DISABLE=1 to turn every hook off (returns a Watcher that records nothing).
     """
     if os.environ.get("SLATMON_DISABLE") == "1":

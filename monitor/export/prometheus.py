@@ -7,6 +7,7 @@ touches prometheus_client objects.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterator
 
@@ -15,8 +16,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from ..findings import Finding
-from ..history import RunInfo
+from ..history import Event, LayerInfo, RunInfo
 from ..snapshot import Counters, Snapshot
+from .grouping import group_name, group_rows, should_group
 
 __all__ = ["SnapshotCollector"]
 
@@ -44,8 +46,11 @@ class SnapshotCollector(Collector):
         findings: Callable[[], list[Finding]],
         info: Callable[[], RunInfo],
         registry: CollectorRegistry | None = None,
+        events: Callable[[], list[Event]] = list,
+        export_layers: str = "auto",
     ) -> None:
         self._snapshot, self._counters, self._findings, self._info = snapshot, counters, findings, info
+        self._events, self._export_layers = events, export_layers
         if registry is not None:
             registry.register(self)
 
@@ -56,7 +61,9 @@ class SnapshotCollector(Collector):
         snap, counters = self._snapshot(), self._counters()
         base = {"run": snap.run, "rank": str(snap.rank)}
         yield from self._globals(snap, counters, base)
-        yield from self._layers(snap, base)
+        shown, folded = self._grouped(snap)
+        yield from self._ranks(snap, base, folded)
+        yield from self._layers(shown, base)
         yield from self._optimizer(snap, base)
         yield self._finding_family(base)
         yield self._run_info(base)
@@ -91,6 +98,51 @@ class SnapshotCollector(Collector):
         for tensor, n in c.nonfinite_steps.items():
             steps.add_metric([*vals, tensor], n)
         yield steps
+
+    def _grouped(self, snap: Snapshot) -> tuple[Snapshot, int]:
+        """The snapshot as exported, and how many layers were folded: per-layer rows grouped by block
+        for large jobs (export/grouping.py)."""
+        if not should_group(self._export_layers, self._info().world_size):
+            return snap, 0
+        g = group_rows(snap.rows, snap.layer_info)
+        first = None
+        if snap.param_nonfinite_first is not None:
+            first = {}
+            for layer, n in snap.param_nonfinite_first.items():
+                name = g.groups.get(layer, group_name(layer))
+                first[name] = first.get(name, 0) + n
+        info: dict[str, LayerInfo] = {}
+        for layer, li in snap.layer_info.items():
+            name = g.groups.get(layer, group_name(layer))
+            seen = info.get(name)
+            info[name] = li if seen is None or (seen.dtype, seen.state_dtype) == (li.dtype, li.state_dtype) else (
+                LayerInfo(dtype="mixed", state_dtype="mixed"))
+        return dataclasses.replace(snap, rows=g.rows, param_nonfinite_first=first, layer_info=info), g.folded
+
+    def _ranks(self, snap: Snapshot, base: dict[str, str], folded: int) -> Iterator[Metric]:
+        """What a cross-rank comparison needs from each rank, without a collective: the step of the
+        sampled statistics (so ranks are compared on the same step), the first step of a rank-local
+        non-finite value (loss or activation), and how many layers are folded into groups."""
+        keys, vals = list(base), list(base.values())
+        sample = GaugeMetricFamily("slatmon_sample_step", "Optimizer step of the last sampled statistics.",
+                                   labels=keys)
+        if snap.last is not None:
+            sample.add_metric(vals, snap.last.step)
+        yield sample
+        local = GaugeMetricFamily(
+            "slatmon_nonfinite_local_first_step",
+            "First step whose loss or activations were non-finite on this rank (absent: none so far).",
+            labels=keys)
+        steps = [e.step for e in self._events() if e.kind == "localized" or (
+            e.kind == "nonfinite" and e.tensor in ("loss", "activation"))]
+        if steps:
+            local.add_metric(vals, min(steps))
+        yield local
+        grouped = GaugeMetricFamily("slatmon_layers_grouped",
+                                    "Layers exported inside a block group (layer=\"<block>.*\") instead of alone.",
+                                    labels=keys)
+        grouped.add_metric(vals, folded)
+        yield grouped
 
     def _layers(self, snap: Snapshot, base: dict[str, str]) -> Iterator[Metric]:
         keys, vals = [*base, "layer"], list(base.values())

@@ -18,13 +18,14 @@ __all__ = ["serve"]
 log = logging.getLogger("monitor")
 
 
-def serve(watcher: Watcher, host: str, port: int, fallback: bool = False) -> tuple[Any, str]:
+def serve(watcher: Watcher, host: str, port: int, fallback: bool = False,
+          export_layers: str = "auto") -> tuple[Any, str]:
     """Start the endpoint in a daemon thread; returns (server, url). A busy port raises ConfigError, or,
     with `fallback` (the caller did not choose the port), is replaced by a free one with a log line."""
     registry = CollectorRegistry(auto_describe=False)
     tracker = watcher.tracker
     SnapshotCollector(lambda: tracker.snapshot, lambda: watcher.counters, tracker.findings_cached,
-                      lambda: watcher.info, registry)
+                      lambda: watcher.info, registry, events=tracker.events, export_layers=export_layers)
     try:
         server, _thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
