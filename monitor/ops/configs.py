@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .alerts import DEFAULT_TRIAGE_URL
+from .alerts import DEFAULT_DOCS_URL, DEFAULT_TRIAGE_URL
 
 __all__ = ["JOB", "alertmanager_config", "prometheus_config"]
 
@@ -22,17 +22,19 @@ def prometheus_config(
     alertmanager: str | None = "127.0.0.1:9093",
     interval: str = "5s",
     triage_url: str = DEFAULT_TRIAGE_URL,
+    docs_url: str = DEFAULT_DOCS_URL,
 ) -> dict[str, Any]:
     """A Prometheus config scraping every target listed in the file_sd files matching `targets_glob`.
 
     `honor_labels` keeps the run/rank labels the watched process exports even when the target file sets
     them too. New target files are picked up without a restart (inotify, plus a re-read every
-    `interval`). `triage_url` becomes the external label the alert templates link to."""
+    `interval`). `triage_url` and `docs_url` become the external labels the alert templates link to
+    (dashboard_url and runbook_url annotations)."""
     doc: dict[str, Any] = {
         "global": {
             "scrape_interval": interval,
             "evaluation_interval": interval,
-            "external_labels": {"triage_url": triage_url.rstrip("/")},
+            "external_labels": {"triage_url": triage_url.rstrip("/"), "docs_url": docs_url.rstrip("/")},
         },
         "rule_files": list(rule_globs),
         "scrape_configs": [{

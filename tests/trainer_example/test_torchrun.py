@@ -1,0 +1,125 @@
+"""Real `torchrun --nproc_per_node 2` jobs (DDP, gloo, CPU) of the SLAT VAE, watched with the defaults."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from monitor.ops.configs import prometheus_config
+from tests.realservers import wait_until
+
+from .torchrun import ROOT, finish, job, launch
+
+pytestmark = pytest.mark.slow
+DRIVER = str(Path(__file__).with_name("ddp_driver.py"))
+RULES = str(ROOT / "prometheus" / "rules" / "*.yml")
+
+
+def _prometheus(servers, targets: Path, rules: bool = False):
+    return servers.prometheus(prometheus_config(targets_glob=str(targets / "*.json"),
+                                                rule_globs=(RULES,) if rules else (), alertmanager=None,
+                                                interval="1s"))
+
+
+def _ranks_seen(prom, expr: str) -> set[str]:
+    return {r["metric"]["rank"] for r in prom.query(expr)}
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.dtype == b.dtype and torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())
+
+
+def _drive(tmp_path: Path, prom, fault: str, fault_rank: str, *extra: str,
+           until: Callable[[], Any] = lambda: True) -> tuple[list[dict], Any]:
+    """Run the driver job; release its last step once Prometheus has scraped both ranks' last step and
+    `until()` is truthy (checked while the ranks are still live). Returns (per-rank results, until())."""
+    out, targets = tmp_path / "out", tmp_path / "targets"
+    out.mkdir()
+    proc = launch(DRIVER, str(out), fault, fault_rank, *extra, cwd=tmp_path, SLATMON_TARGETS_DIR=str(targets))
+    try:
+        wait_until(lambda: _ranks_seen(prom, 'slatmon_sample_step{run="ddp-test"} >= 4') == {"0", "1"},
+                   timeout=180, what="Prometheus scraping step 4 of both ranks")
+        seen = wait_until(until, timeout=60, what="the live-run condition")
+        (out / "go").touch()
+        finish(proc)
+    finally:
+        (out / "go").touch()
+        if proc.poll() is None:
+            proc.kill()
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in (0, 1)], seen
+
+
+def test_defaults_two_ranks_discovered_recorded_and_bitwise_identical(servers, tmp_path: Path) -> None:
+    targets = tmp_path / "targets"
+    prom = _prometheus(servers, targets)
+    results, _ = _drive(tmp_path, prom, "none", "all", "plain")
+    ports = [int(r["url"].rsplit(":", 1)[1].split("/")[0]) for r in results]
+    assert ports[0] != ports[1]
+    info = prom.query('slatmon_run_info{run="ddp-test"}')
+    assert sorted((i["metric"]["rank"], i["metric"]["local_rank"], i["metric"]["world_size"]) for i in info) == [
+        ("0", "0", "2"), ("1", "1", "2")]
+    assert len({i["metric"]["run_id"] for i in info}) == 1 and info[0]["metric"]["run_id"]  # torchrun's id
+    assert list(targets.glob("*.json")) == [], "clean exit removes every rank's target file"
+    for rank, r in enumerate(results):
+        assert r["record"] == str(tmp_path / "out" / f"run.rank{rank}.sqlite") and Path(r["record"]).is_file()
+        (plain_losses, plain_params), (losses, params) = r["plain"], r["watched"]
+        assert r["skipped"] == r["plain_skipped"]
+        assert torch.equal(torch.tensor(losses), torch.tensor(plain_losses)), f"rank {rank}"
+        for name, value in plain_params.items():
+            assert _same(params[name], value), f"rank {rank} {name}"
+    # DDP really ran: the ranks saw different batches but hold identical parameters
+    assert results[0]["watched"][0] != results[1]["watched"][0]
+    for name, value in results[0]["watched"][1].items():
+        assert _same(results[1]["watched"][1][name], value), name
+
+
+def test_fault_on_rank_1_only_one_alert_and_rank_1_broke_first(servers, tmp_path: Path) -> None:
+    prom = _prometheus(servers, tmp_path / "targets", rules=True)
+    def one_rank_alert() -> list[dict]:
+        alerts = prom.alerts()
+        return alerts if any(a["labels"]["alertname"] == "SlatmonNonFiniteFirstOnOneRank" for a in alerts) else []
+
+    results, alerts = _drive(tmp_path, prom, "loss-nan", "1", until=one_rank_alert)
+    assert [(a["labels"]["alertname"], a["labels"]["run"], a["labels"]["rank"]) for a in alerts] == [
+        ("SlatmonNonFiniteFirstOnOneRank", "ddp-test", "1")], "one alert, naming rank 1 only"
+    assert alerts[0]["annotations"]["runbook_url"].endswith("/runbooks.md#slatmonnonfinitefirstononerank")
+    assert alerts[0]["annotations"]["dashboard_url"].endswith("/?run=ddp-test&rank=1")
+    diagnosis = subprocess.run([sys.executable, "-m", "monitor", "diagnose", "--json",
+                                *(r["record"] for r in results)], capture_output=True, text=True, timeout=120)
+    body = json.loads(diagnosis.stdout)
+    assert diagnosis.returncode == 1, diagnosis.stderr
+    [first] = [f for f in body["across_ranks"] if f["code"] == "nonfinite_rank_first"]
+    assert first["first_step"] == 2 and first["title"].startswith("Rank 1 went non-finite first")
+    assert body["first"][0].startswith("rank 1: first non-finite at step 2")
+
+
+def test_cli_fault_on_all_ranks_is_numerics(tmp_path: Path) -> None:
+    out = job("-m", "trainer_example.train", "--steps", "3", "--fault", "loss-nan", "--fault-step", "2",
+              "--watch", "--record", "runs/all.sqlite", "--run-name", "ddp-all", "--port", "0", cwd=tmp_path)
+    lines = [line for line in out.splitlines() if " step " in line and "loss" in line]
+    assert lines and all(line.startswith(("[rank 0] ", "[rank 1] ")) for line in lines)
+    assert "[rank 1] run record: runs/all.rank1.sqlite" in out
+    records = sorted(str(p) for p in (tmp_path / "runs").glob("all.rank*.sqlite"))
+    assert len(records) == 2
+    diagnosis = subprocess.run([sys.executable, "-m", "monitor", "diagnose", *records], capture_output=True,
+                               text=True, timeout=120)
+    assert "slat-monitor diagnose: run 'ddp-all' across 2 ranks" in diagnosis.stdout
+    assert "[WARNING] nonfinite_all_ranks: Every rank (0, 1) went non-finite at the same step 2" in diagnosis.stdout
+    assert "nonfinite_rank_first" not in diagnosis.stdout
+
+
+def test_cli_grad_corruption_on_one_rank_is_a_divergence(tmp_path: Path) -> None:
+    job("-m", "trainer_example.train", "--steps", "4", "--fault", "grad-corrupt", "--fault-step", "3",
+        "--fault-rank", "1", "--watch", "--record", "r.sqlite", "--port", "none", "--quiet", cwd=tmp_path)
+    diagnosis = subprocess.run([sys.executable, "-m", "monitor", "diagnose", "--json", "r.rank0.sqlite",
+                                "r.rank1.sqlite"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    body = json.loads(diagnosis.stdout)
+    [div] = [f for f in body["across_ranks"] if f["code"] == "grad_norm_rank_divergence"]
+    assert div["first_step"] == 3 and diagnosis.returncode == 1
