@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from tests.trainer_example.helpers import tiny
+from tests.trainer_example.helpers import FIXED_BATCH, tiny
 from trainer_example.loop import run
 
 HOLD_S = 120
@@ -26,8 +27,9 @@ def main() -> None:
     out, fault, fault_rank = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
     torch.distributed.init_process_group("gloo")  # the trainer joins it and leaves it to us
     rank = torch.distributed.get_rank()
-    cfg = tiny(precision="auto", fault=fault, fault_step=2, steps=4, port="auto",
-               fault_rank=None if fault_rank == "all" else int(fault_rank), run="ddp-test")
+    cfg = tiny(precision="auto", fault=fault, fault_step=2, steps=3, port="auto",
+               fault_rank=None if fault_rank == "all" else int(fault_rank), run="ddp-test",
+               model=replace(FIXED_BATCH, pool_size=4))  # two batches: one per rank
     plain = run(cfg) if "plain" in sys.argv[4:] else None
 
     def hold(s: object) -> None:

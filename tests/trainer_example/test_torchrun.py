@@ -36,6 +36,23 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.dtype == b.dtype and torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())
 
 
+def _wait_or_fail(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    """wait_until, but an AssertionError from `predicate` (the job died) ends the wait at once."""
+    box: list[AssertionError] = []
+
+    def check() -> Any:
+        try:
+            return predicate()
+        except AssertionError as exc:
+            box.append(exc)
+            return True
+
+    value = wait_until(check, timeout=timeout, what=what)
+    if box:
+        raise box[0]
+    return value
+
+
 def _drive(tmp_path: Path, prom, fault: str, fault_rank: str, *extra: str,
            until: Callable[[], Any] = lambda: True) -> tuple[list[dict], Any]:
     """Run the driver job; release its last step once Prometheus has scraped both ranks' last step and
@@ -43,9 +60,13 @@ def _drive(tmp_path: Path, prom, fault: str, fault_rank: str, *extra: str,
     out, targets = tmp_path / "out", tmp_path / "targets"
     out.mkdir()
     proc = launch(DRIVER, str(out), fault, fault_rank, *extra, cwd=tmp_path, SLATMON_TARGETS_DIR=str(targets))
+    def scraped() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"the job ended before it was scraped:\n{proc.communicate()[0][-4000:]}")
+        return _ranks_seen(prom, 'slatmon_step{run="ddp-test"} >= 3') == {"0", "1"}
+
     try:
-        wait_until(lambda: _ranks_seen(prom, 'slatmon_sample_step{run="ddp-test"} >= 4') == {"0", "1"},
-                   timeout=180, what="Prometheus scraping step 4 of both ranks")
+        _wait_or_fail(scraped, timeout=180, what="Prometheus scraping step 3 of both ranks")
         seen = wait_until(until, timeout=60, what="the live-run condition")
         (out / "go").touch()
         finish(proc)
@@ -62,7 +83,7 @@ def test_defaults_two_ranks_discovered_recorded_and_bitwise_identical(servers, t
     results, _ = _drive(tmp_path, prom, "none", "all", "plain")
     ports = [int(r["url"].rsplit(":", 1)[1].split("/")[0]) for r in results]
     assert ports[0] != ports[1]
-    info = prom.query('slatmon_run_info{run="ddp-test"}')
+    info = prom.query('last_over_time(slatmon_run_info{run="ddp-test"}[10m])')  # the job has ended
     assert sorted((i["metric"]["rank"], i["metric"]["local_rank"], i["metric"]["world_size"]) for i in info) == [
         ("0", "0", "2"), ("1", "1", "2")]
     assert len({i["metric"]["run_id"] for i in info}) == 1 and info[0]["metric"]["run_id"]  # torchrun's id
@@ -83,8 +104,8 @@ def test_defaults_two_ranks_discovered_recorded_and_bitwise_identical(servers, t
 def test_fault_on_rank_1_only_one_alert_and_rank_1_broke_first(servers, tmp_path: Path) -> None:
     prom = _prometheus(servers, tmp_path / "targets", rules=True)
     def one_rank_alert() -> list[dict]:
-        alerts = prom.alerts()
-        return alerts if any(a["labels"]["alertname"] == "SlatmonNonFiniteFirstOnOneRank" for a in alerts) else []
+        firing = [a for a in prom.alerts() if a["state"] == "firing"]
+        return firing if any(a["labels"]["alertname"] == "SlatmonNonFiniteFirstOnOneRank" for a in firing) else []
 
     results, alerts = _drive(tmp_path, prom, "loss-nan", "1", until=one_rank_alert)
     assert [(a["labels"]["alertname"], a["labels"]["run"], a["labels"]["rank"]) for a in alerts] == [
