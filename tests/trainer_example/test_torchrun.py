@@ -95,10 +95,28 @@ def test_defaults_two_ranks_discovered_recorded_and_bitwise_identical(servers, t
         assert torch.equal(torch.tensor(losses), torch.tensor(plain_losses)), f"rank {rank}"
         for name, value in plain_params.items():
             assert _same(params[name], value), f"rank {rank} {name}"
+    _series_of_64_ranks(prom.url)
     # DDP really ran: the ranks saw different batches but hold identical parameters
     assert results[0]["watched"][0] != results[1]["watched"][0]
     for name, value in results[0]["watched"][1].items():
         assert _same(results[1]["watched"][1][name], value), name
+
+
+def _series_of_64_ranks(url: str) -> None:
+    """bench/series.py on this 2-rank run: the per-rank count, extrapolated to 64 ranks of the base model."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import series
+    finally:
+        sys.path.pop(0)
+    est = series.measure(url, "ddp-test")
+    assert est.ranks_measured == 2 and est.layers == len(series.layer_names("tiny"))
+    assert 5 <= est.per_layer <= 10 and est.fixed > 10
+    names = series.layer_names("base")
+    full, grouped = est.series(64, len(names)), est.series(64, series.grouped_count(names))
+    print(f"\n64 ranks x base model ({len(names)} layers): {full} series exporting every layer, {grouped} grouped "
+          f"(measured per rank: {est.fixed} fixed + {est.per_layer:.2f} per layer)")
+    assert grouped < full
 
 
 def test_fault_on_rank_1_only_one_alert_and_rank_1_broke_first(servers, tmp_path: Path) -> None:
