@@ -58,6 +58,10 @@ class RunInfo:
     layers: dict[str, LayerInfo] = field(default_factory=dict)
     every: int = 1
     started: float = 0.0
+    local_rank: int = 0  # multi-process jobs (torch.distributed / torchrun): see monitor/distributed.py
+    world_size: int = 1
+    run_id: str = ""  # TORCHELASTIC_RUN_ID
+    restart_count: int = 0  # TORCHELASTIC_RESTART_COUNT
 
 
 @dataclass(frozen=True)

@@ -198,6 +198,10 @@ class Tracker:
             self._cache = (version, run_rules(self.history(info, preflight)))
         return list(self._cache[1])
 
+    def events(self) -> list[Event]:
+        """A copy of the events kept so far (any thread)."""
+        return list(self._events)
+
     def discard_record(self) -> None:
         """Delete the record this tracker created (only used when watch() itself failed)."""
         if self._writer is not None:

@@ -17,6 +17,7 @@ swallowed: training goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -28,7 +29,8 @@ import torch
 from torch import nn
 
 from .capture import OutputProbe, entry_modules
-from .config import check_args, default_rank, default_run
+from .config import DEFAULT_PORT, DefaultPort, check_args, default_run
+from .distributed import default_port, detect, record_path
 from .findings import Finding
 from .history import History, RunInfo
 from .layers import LayerMap
@@ -71,13 +73,16 @@ class Watcher:
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, scaler: Any = None,
                  loss_scale: Callable[[], float] | None = None, every: int = 1, run: str | None = None,
-                 rank: int | None = None, port: int | None = 9108, host: str = "127.0.0.1",
+                 rank: int | None = None, port: int | None = DEFAULT_PORT, host: str = "127.0.0.1",
                  record: str | os.PathLike[str] | None = None, max_layers: int = 512,
                  group_depth: int | None = None, update_ratio: bool = True,
-                 targets_dir: str | os.PathLike[str] | None = None) -> None:
-        check_args(model, optimizer, scaler, loss_scale, every, port, host, max_layers)
+                 targets_dir: str | os.PathLike[str] | None = None, export_layers: str = "auto") -> None:
+        check_args(model, optimizer, scaler, loss_scale, every, port, host, max_layers, export_layers)
+        self._export_layers = export_layers
         self.model, self.optimizer, self.every = model, optimizer, every
-        self.run, self.rank = default_run(run), default_rank(rank)
+        self.dist = detect(rank)  # rank, local rank, world size, torchrun run id (no collective)
+        self.run, self.rank = default_run(run, run_id=self.dist.run_id), self.dist.rank
+        self.record_path = record_path(record, self.dist)  # one file per rank in a multi-process job
         self.counters = Counters()
         self._closed = False
         self._errors_logged = 0
@@ -98,7 +103,7 @@ class Watcher:
         self.preflight = lint(self.info)
         # may refuse the record path: before anything is hooked
         self.tracker = Tracker(run=self.run, rank=self.rank, every=every, counters=self.counters, model=model,
-                               record=record, guard=self._guard)
+                               record=self.record_path, guard=self._guard)
         self.tracker.start_run(self.info, self.preflight)
         self._scaler_tap = GradScalerTap(scaler, self._on_scaler_update) if self._kind == "grad_scaler" else None
         self._custom = CustomScaleTap(loss_scale) if loss_scale is not None else None
@@ -346,15 +351,20 @@ class Watcher:
                 self.tracker.sampled_step(sample, self.info, self._step_lr, _eps(self.optimizer))
 
     def _describe(self) -> RunInfo:
-        return describe(self.model, self.optimizer, self.layers, scaler_kind=self._kind, run=self.run,
+        info = describe(self.model, self.optimizer, self.layers, scaler_kind=self._kind, run=self.run,
                         rank=self.rank, every=self.every, autocast=self._autocast)
+        d = self.dist
+        return dataclasses.replace(info, local_rank=d.local_rank, world_size=d.world_size, run_id=d.run_id,
+                                   restart_count=d.restart_count)
 
     def _serve(self, host: str, port: int, targets_dir: str | os.PathLike[str] | None) -> None:
         from .export.server import serve
 
+        chosen = not isinstance(port, DefaultPort)  # an explicit port fails when busy; the default falls back
         tracker = self.tracker
         self._server, self.url = serve(lambda: tracker.snapshot, lambda: self.counters, self._findings_for_scrape,
-                                       lambda: self.info, host, port)
+                                       lambda: self.info, host, port if chosen else default_port(self.dist),
+                                       events=tracker.events, fallback=not chosen, export_layers=self._export_layers)
         if targets_dir:  # file-based service discovery: Prometheus finds this run by itself
             from .ops.targets import register
 
@@ -391,16 +401,20 @@ class Watcher:
 
 def watch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any = None,
           loss_scale: Callable[[], float] | None = None, every: int = 1, run: str | None = None,
-          rank: int | None = None, port: int | None = 9108, host: str = "127.0.0.1",
+          rank: int | None = None, port: int | None = DEFAULT_PORT, host: str = "127.0.0.1",
           record: str | os.PathLike[str] | None = None, **options: Any) -> Watcher:
     """Watch `model` trained by `optimizer`; see README "Using the monitor" for every option.
 
     scaler: a torch.amp.GradScaler (or None). loss_scale: a callable returning a hand-made loss
     scale (e.g. `lambda: 2 ** trainer.log_scale`); under an fp32 master copy the model's `.grad`s
     are taken to carry that scale, otherwise gradients are taken as unscaled at `optimizer.step()`.
-    every: sample every N optimizer steps. port: 9108 by default, 0 for any free port, None for no
-    endpoint. record: path of the SQLite run record, or None. Extra keyword options: max_layers,
-    group_depth, update_ratio, targets_dir (Prometheus file_sd folder; env SLATMON_TARGETS_DIR).
+    every: sample every N optimizer steps. port: by default 9108 + LOCAL_RANK, or a free port (logged)
+    when that one is busy; an explicit number fails when busy; 0 for any free port, None for no
+    endpoint. record: path of the SQLite run record, or None; `{rank}` in it is replaced by the rank,
+    and in a job of several processes a path without it gets `.rank<N>` before its suffix.
+    Extra keyword options: max_layers, group_depth, update_ratio, targets_dir (Prometheus file_sd
+    folder; env SLATMON_TARGETS_DIR), export_layers ("auto": per-layer series grouped by block when
+    the job has more than 8 ranks, "full", "grouped"; the record always keeps every layer).
     Set SLATMON_DISABLE=1 to turn every hook off (returns a Watcher that records nothing).
     """
     if os.environ.get("SLATMON_DISABLE") == "1":

@@ -20,7 +20,7 @@ from ..errors import SourceError
 from ..history import History
 from .timeline import Series, build_history
 
-__all__ = ["STATUS_ORDER", "list_runs", "read_prometheus", "run_statuses"]
+__all__ = ["STATUS_ORDER", "list_runs", "read_all_ranks", "read_prometheus", "run_statuses"]
 
 STATUS_ORDER = ("critical", "warning", "info", "healthy")  # worst first
 
@@ -121,3 +121,11 @@ def read_prometheus(base: str, *, run: str | None = None, rank: int | None = Non
         values = [(float(t), _float(v)) for t, v in item.get("values", [])]
         series.append((dict(item.get("metric", {})), values))
     return build_history(series, run, rank)
+
+
+def read_all_ranks(base: str, *, run: str | None = None, lookback: str = "7d", timeout: float = 10.0) -> list[History]:
+    """One History per rank of `run` (default: the only run), lowest rank first."""
+    runs = list_runs(base, lookback, timeout)
+    run, _ = _pick(runs, run, None, base)
+    return [read_prometheus(base, run=run, rank=k, lookback=lookback, timeout=timeout)
+            for k in sorted(k for r, k in runs if r == run)]

@@ -57,7 +57,7 @@ def test_a_broken_rule_fails_its_unit_test(tmp_path: Path) -> None:
     (tmp_path / "rules").mkdir()
     (tmp_path / "tests").mkdir()
     broken = (PROM / "rules" / "slatmon-alerts.yml").read_text().replace(
-        'slatmon_nonfinite_elements{tensor="param"} > 0', 'slatmon_nonfinite_elements{tensor="param"} > 5')
+        '(slatmon_nonfinite_elements{tensor="param"}) > 0', '(slatmon_nonfinite_elements{tensor="param"}) > 5')
     (tmp_path / "rules" / "slatmon-alerts.yml").write_text(broken)
     shutil.copy(PROM / "tests" / "alerts_test.yml", tmp_path / "tests")
     result = promtool("test", "rules", "tests/alerts_test.yml", cwd=tmp_path)
