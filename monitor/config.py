@@ -12,7 +12,9 @@ from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["check_args", "default_rank", "default_run"]
+__all__ = ["GUARD_MODES", "check_args", "check_guard", "default_rank", "default_run"]
+
+GUARD_MODES = ("warn", "skip", "stop")
 
 
 def _fail(arg: str, expected: str, got: Any) -> ConfigError:
@@ -43,6 +45,27 @@ def check_args(model: Any, optimizer: Any, scaler: Any, loss_scale: Any, every: 
     if isinstance(max_layers, bool) or not isinstance(max_layers, int) or max_layers < 1:
         raise _fail("max_layers", "an integer >= 1", max_layers)
     _check_params(model, optimizer)
+
+
+def check_guard(on_nonfinite: Any, max_skips: Any, checkpoint: Any) -> None:
+    """The guard's arguments: a mode, a skip limit only for "skip", a checkpoint only when it can stop."""
+    if on_nonfinite not in GUARD_MODES:
+        raise _fail("on_nonfinite", "one of 'warn' (only report), 'skip' (keep non-finite steps out of the "
+                    "weights) or 'stop' (raise monitor.GuardStop)", on_nonfinite)
+    if max_skips is not None:
+        if isinstance(max_skips, bool) or not isinstance(max_skips, int) or max_skips < 1:
+            raise _fail("max_skips", "an integer >= 1 (consecutive skipped steps before the guard stops) or "
+                        "None (no limit)", max_skips)
+        if on_nonfinite != "skip":
+            raise ConfigError(f"watch(): max_skips only applies to on_nonfinite='skip', got "
+                              f"on_nonfinite={on_nonfinite!r}")
+    if checkpoint is not None:
+        if not callable(checkpoint):
+            raise _fail("checkpoint", "a callable taking the last good state (a dict with step, model, "
+                        "optimizer) or None", type(checkpoint).__name__)
+        if on_nonfinite == "warn":
+            raise ConfigError("watch(): checkpoint= is called when the guard stops; pass on_nonfinite='stop' "
+                              "or 'skip' with max_skips=N, got on_nonfinite='warn'")
 
 
 def _check_params(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:

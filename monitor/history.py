@@ -65,7 +65,7 @@ class StepObs:
     step: int
     time: float = 0.0
     sampled: bool = True  # per-layer statistics were computed for this step
-    skipped: bool = False  # the optimizer step did not run (loss scaler found inf/NaN)
+    skipped: bool = False  # the update was not applied (loss scaler found inf/NaN, or the guard)
     skipped_total: int = 0
     loss: float | None = None
     loss_scale: float | None = None
@@ -74,6 +74,9 @@ class StepObs:
     param_nonfinite: int | None = None  # elements after the update, all layers
     lr: tuple[float, ...] = ()
     eps: tuple[float | None, ...] = ()
+    # why a skipped step was skipped: "scaler" (and others from the watcher), or the guard's
+    # "nonfinite_grad" / "nonfinite_update"; a sampled skipped step's rows show the update as computed
+    skip_reason: str | None = None
 
 
 @dataclass(frozen=True)

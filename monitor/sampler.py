@@ -71,6 +71,11 @@ class StepSampler:
     def pending(self) -> bool:
         return self._batch is not None
 
+    @property
+    def step(self) -> int:
+        """The step of the pending (or last) sample."""
+        return self._step
+
     def begin(self, step: int, loss: torch.Tensor | None, scale: torch.Tensor | float | None,
               grads_scaled_by: float = 1.0, output_nonfinite: torch.Tensor | None = None) -> None:
         """Before the update. `grads_scaled_by`: the loss scale the model's grads still carry;

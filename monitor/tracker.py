@@ -68,15 +68,18 @@ class Tracker:
     def will_sample(self, step: int) -> bool:
         return self._force_sample or (step - 1) % self._w.every == 0
 
-    def sampled_step(self, s: SampledStep, info: RunInfo) -> None:
+    def sampled_step(self, s: SampledStep, info: RunInfo, skip_reason: str | None = None) -> None:
+        """A sampled step; `skip_reason` when the guard kept it out of the weights (the rows show the
+        update as the optimizer computed it, before the undo)."""
         groups = self._w.optimizer.param_groups
         lr = tuple(float(g.get("lr", 0.0)) for g in groups)
         eps = tuple(None if g.get("eps") is None else float(g["eps"]) for g in groups)
         rows = self._merge_activations(s.step, list(s.rows))
-        obs = StepObs(step=s.step, time=self._w.counters.time, sampled=True, skipped=False,
+        obs = StepObs(step=s.step, time=self._w.counters.time, sampled=True,
                       skipped_total=self._w.counters.skipped_steps, loss=s.loss, loss_scale=s.loss_scale,
                       grad_norm_total=s.grad_norm_total, grad_nonfinite=s.grad_nonfinite,
-                      param_nonfinite=s.param_nonfinite, lr=lr, eps=eps)
+                      param_nonfinite=s.param_nonfinite, lr=lr, eps=eps,
+                      skipped=skip_reason is not None, skip_reason=skip_reason)
         events = self._nonfinite_events(s, rows)
         self._append(obs, rows, events)
         first = self.snapshot.param_nonfinite_first
@@ -87,12 +90,14 @@ class Tracker:
         self.snapshot = Snapshot(run=self._w.run, rank=self._w.rank, last=obs, loss=s.loss, rows=tuple(rows),
                                  layer_info=dict(info.layers), param_nonfinite_first=first, lr=lr, eps=eps)
 
-    def skipped_step(self, step: int, scale: float | None, loss: float | None, output_nonfinite: int | None) -> None:
-        """A step the loss scaler skipped: its loss and the model output's non-finite count (when that
-        iteration's forward was probed) are kept, since a skip hides the moment of failure."""
+    def skipped_step(self, step: int, scale: float | None, loss: float | None, output_nonfinite: int | None,
+                     reason: str | None = None) -> None:
+        """A step the loss scaler (or the guard: `reason`) skipped: its loss and the model output's
+        non-finite count (when that iteration's forward was probed) are kept, since a skip hides the
+        moment of failure."""
         c = self._w.counters
         obs = StepObs(step=step, time=c.time, sampled=False, skipped=True, skipped_total=c.skipped_steps,
-                      loss=loss, loss_scale=scale)
+                      loss=loss, loss_scale=scale, skip_reason=reason)
         rows = [] if output_nonfinite is None else [
             LayerObs(step=step, layer=ROOT, activation_nonfinite=output_nonfinite)]
         events = []
@@ -101,6 +106,13 @@ class Tracker:
             events.append(Event(step, "nonfinite", None, "loss", {"value": str(loss), "skipped": True}))
         self._append(obs, self._merge_activations(step, rows), events)
         self._arm()
+
+    def guard_stopped(self, step: int, reason: str, finding: str | None, message: str) -> None:
+        """The guard stopped training: an event, and the record flushed before the exception leaves."""
+        self._record_events([Event(step, "guard_stop", None, None,
+                                   {"reason": reason, "finding": finding, "message": message})])
+        if self._writer is not None:
+            self._writer.flush()
 
     # -- localisation -------------------------------------------------------------------
     def resolve_localization(self, step: int) -> None:

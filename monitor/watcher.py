@@ -23,8 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import check_args, default_rank, default_run
+from .config import check_args, check_guard, default_rank, default_run
 from .findings import Finding
+from .guard.hooks import GuardHooks
 from .history import History, RunInfo
 from .layers import LayerMap
 from .localize import OutputProbe
@@ -63,8 +64,10 @@ class Watcher:
                  rank: int | None = None, port: int | None = 9108, host: str = "127.0.0.1",
                  record: str | os.PathLike[str] | None = None, max_layers: int = 512,
                  group_depth: int | None = None, update_ratio: bool = True,
-                 targets_dir: str | os.PathLike[str] | None = None) -> None:
+                 targets_dir: str | os.PathLike[str] | None = None, on_nonfinite: str = "warn",
+                 max_skips: int | None = None, checkpoint: Callable[[dict[str, Any]], Any] | None = None) -> None:
         check_args(model, optimizer, scaler, loss_scale, every, port, host, max_layers)
+        check_guard(on_nonfinite, max_skips, checkpoint)
         self.model, self.optimizer, self.every = model, optimizer, every
         self.run, self.rank = default_run(run), default_rank(rank)
         self.counters = Counters()
@@ -85,8 +88,10 @@ class Watcher:
         self.tracker.start_run(self.info, self.preflight)
         self._scaler_tap = GradScalerTap(scaler, self._on_scaler_update) if self._kind == "grad_scaler" else None
         self._custom = CustomScaleTap(loss_scale) if loss_scale is not None else None
+        self._guard = None if on_nonfinite == "warn" else GuardHooks(self, on_nonfinite, max_skips, checkpoint)
         self._handles = [
             optimizer.register_step_pre_hook(self._pre_step),
+            *(self._guard.register() if self._guard is not None else []),  # after _pre_step, before _post_step
             optimizer.register_step_post_hook(self._post_step),
             optimizer.register_load_state_dict_post_hook(self._on_load_state_dict),
             model.register_forward_pre_hook(self._pre_forward),
@@ -132,6 +137,8 @@ class Watcher:
         for h in self._handles:
             h.remove()
         self._handles = []
+        if self._guard is not None:
+            self._guard.remove()
         self._output.remove()
         if self._scaler_tap is not None:
             self._scaler_tap.remove()
@@ -177,6 +184,18 @@ class Watcher:
     def _post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self._sampler.pending and not self._sampler.master:
             self._finish_pending()
+
+    def _guard_skipped(self, step: int, reason: str) -> None:
+        """The guard kept `step` out of the weights (called before it undoes anything): count it like a
+        scaler skip, at its own step number; a pending sample of that step is finished now, so its rows
+        show the update as computed."""
+        self.counters.skipped_steps += 1
+        if self._sampler.pending and self._sampler.step == step:
+            self._finish_pending(skip_reason=reason)
+            return
+        current = step == self.counters.step  # a verdict read one step late has no loss of its own
+        loss = None if self._loss is None or not current else float(self._loss.float())  # skips are rare
+        self.tracker.skipped_step(step, self._scale_value(), loss, None, reason=reason)
 
     @_guarded
     def _pre_forward(self, module: nn.Module, args: Any) -> None:
@@ -234,7 +253,7 @@ class Watcher:
             return self._custom.last
         return self.counters.loss_scale
 
-    def _finish_pending(self) -> None:
+    def _finish_pending(self, skip_reason: str | None = None) -> None:
         if self._sampler.pending:
             sample = self._sampler.finish()
             if sample is not None:
@@ -244,7 +263,7 @@ class Watcher:
                     self.tracker.start_run(self.info, self.preflight)
                 if sample.loss_scale is not None:
                     self.counters.loss_scale = sample.loss_scale
-                self.tracker.sampled_step(sample, self.info)
+                self.tracker.sampled_step(sample, self.info, skip_reason)
 
     def _describe(self) -> RunInfo:
         return describe(self.model, self.optimizer, self.layers, scaler_kind=self._kind, run=self.run,
@@ -270,7 +289,9 @@ class Watcher:
 def watch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any = None,
           loss_scale: Callable[[], float] | None = None, every: int = 1, run: str | None = None,
           rank: int | None = None, port: int | None = 9108, host: str = "127.0.0.1",
-          record: str | os.PathLike[str] | None = None, **options: Any) -> Watcher:
+          record: str | os.PathLike[str] | None = None, *, on_nonfinite: str = "warn",
+          max_skips: int | None = None, checkpoint: Callable[[dict[str, Any]], Any] | None = None,
+          **options: Any) -> Watcher:
     """Watch `model` trained by `optimizer`; see README "Using the monitor" for every option.
 
     scaler: a torch.amp.GradScaler (or None). loss_scale: a callable returning a hand-made loss
@@ -279,6 +300,10 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any = None
     every: sample every N optimizer steps. port: 9108 by default, 0 for any free port, None for no
     endpoint. record: path of the SQLite run record, or None. Extra keyword options: max_layers,
     group_depth, update_ratio, targets_dir (Prometheus file_sd folder; env SLATMON_TARGETS_DIR).
+    on_nonfinite: "warn" (default: only report), "skip" (a step with non-finite gradients, or whose
+    update made parameters/optimizer state non-finite, is kept out of the weights and counted as
+    skipped; after `max_skips` consecutive skips it stops) or "stop" (raise `monitor.GuardStop` out of
+    `optimizer.step()`, weights as before that step, after calling `checkpoint(last_good_state)`).
     Set SLATMON_DISABLE=1 to turn every hook off (returns a Watcher that records nothing).
     """
     if os.environ.get("SLATMON_DISABLE") == "1":
@@ -286,4 +311,5 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any = None
 
         return DisabledWatcher(model, optimizer)  # type: ignore[return-value]
     return Watcher(model, optimizer, scaler=scaler, loss_scale=loss_scale, every=every, run=run, rank=rank,
-                   port=port, host=host, record=record, **options)
+                   port=port, host=host, record=record, on_nonfinite=on_nonfinite, max_skips=max_skips,
+                   checkpoint=checkpoint, **options)
