@@ -18,25 +18,24 @@ __all__ = ["DeferredFlag", "agree", "nonfinite_flag", "read"]
 _LOW = (torch.float16, torch.bfloat16)
 
 
-def nonfinite_flag(tensors: list[torch.Tensor], order: float) -> torch.Tensor | None:
-    """1.0 where any tensor holds a non-finite element (None for an empty list).
+def nonfinite_flag(tensors: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """1.0 where any tensor holds a non-finite element (0.0 on `device` for no floating tensors).
 
-    `order` 2 (gradients): the fp32 L2 norm, which also flags gradients whose squares overflow fp32,
-    the values that would turn Adam's exp_avg_sq into inf. `order` 1 (parameters, optimizer state):
-    the fp32 L1 norm, which only overflows for sums beyond 3e38, so large finite state passes.
-    16-bit tensors are reduced in fp32, so a large finite fp16 tensor is never reported as inf."""
+    The test is the finiteness of the fp32 L2 norm (one fused kernel per device and dtype; 16-bit
+    tensors are reduced in fp32, so a large finite fp16 tensor never reads as inf). It also flags
+    elements beyond ~1.8e19, whose squares overflow fp32: gradients that would turn Adam's
+    exp_avg_sq into inf, and state that has all but overflowed."""
     groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = defaultdict(list)
     for t in tensors:
         if t.is_floating_point() or t.is_complex():
             groups[(t.device, t.dtype)].append(t.detach())
     totals = []
     for (_, dtype), ts in groups.items():
-        norms = torch._foreach_norm(ts, order, dtype=torch.float32 if dtype in _LOW else None)
+        norms = torch._foreach_norm(ts, 2, dtype=torch.float32 if dtype in _LOW else None)
         totals.append(torch.stack([n.float() for n in norms]).sum())
     if not totals:
-        return None
-    first = totals[0].device
-    total = torch.stack([t.to(first, non_blocking=True) for t in totals]).sum()
+        return torch.zeros((), device=device)
+    total = torch.stack([t.to(device, non_blocking=True) for t in totals]).sum()
     return (~torch.isfinite(total)).float()
 
 

@@ -27,6 +27,7 @@ class GuardHooks:
     def __init__(self, watcher: Watcher, mode: str, max_skips: int | None,
                  checkpoint: Callable[[dict[str, Any]], Any] | None) -> None:
         self._w = watcher
+        self.seconds = 0.0  # time spent in the guard's hooks (also in the watcher's monitor_seconds)
         self.guard = Guard(watcher.model, watcher.optimizer, mode=mode, max_skips=max_skips,
                            checkpoint=checkpoint, grad_scaler=watcher.info.scaler == "grad_scaler",
                            on_skip=watcher._guard_skipped, findings=watcher.findings)
@@ -60,4 +61,6 @@ class GuardHooks:
         except Exception as exc:  # never raise anything else into the training loop
             self._w._error(exc)
         finally:
-            self._w.counters.monitor_seconds += time.perf_counter() - t0
+            spent = time.perf_counter() - t0
+            self.seconds += spent
+            self._w.counters.monitor_seconds += spent

@@ -11,8 +11,10 @@ How a step is kept out (a pre-hook cannot cancel `optimizer.step()`):
   removed again in `after_step`) and read one step later: no host sync.
 - non-finite gradients otherwise: one host read of the flag; the gradients are hidden (`p.grad =
   None`, restored in `after_step`), so the optimizer skips every parameter.
-- with an undo copy (16-bit parameters/state, see undo.py): the step runs, then one check of the
-  gradients and of what the step wrote (one host read), and a bad step is restored from the copy.
+- with an undo copy (16-bit parameters/state, see undo.py): the step runs, then one check of what
+  it wrote (one host read; non-finite gradients make the update non-finite too, so "skip" needs no
+  gradient check before the step), and a bad step is restored from the copy. "stop" checks the
+  gradients before the step as well, so that it raises before they are applied.
 Under a GradScaler the scaler already skips non-finite gradients: the guard checks the update only.
 Multi-rank: every flag is all-reduced (one element) before it is read, so all ranks decide alike.
 """
@@ -44,9 +46,9 @@ class Guard:
         self._on_skip, self.findings = on_skip, findings
         self._check_grads = not grad_scaler  # the scaler skips non-finite gradients itself
         self._undo = UndoCopy(optimizer) if needs_copy(optimizer) else None
+        self._device = next((p.device for p in self._params()), torch.device("cpu"))
         self._device_flag = bool(getattr(optimizer, "_step_supports_amp_scaling", False))
         self._step = 0
-        self._grad_flag: torch.Tensor | None = None  # checked with the update (undo path)
         self._hidden: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._found_inf_set = False
         self._deferred: DeferredFlag | None = None
@@ -71,29 +73,28 @@ class Guard:
 
     def before_step(self, step: int, sampled: bool) -> None:
         """Pre-hook. `sampled`: the watcher records this step now, so the verdict must be known now."""
-        self._step, self._grad_flag, self._saved = step, None, False
-        grads = [p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-        flag = agree(nonfinite_flag(grads, 2)) if self._check_grads and grads else None
+        self._step, self._saved = step, False
         if self._undo is not None and self.mode == "skip":
-            self._grad_flag = flag  # read together with the update check: one sync per step
-        elif flag is not None and self._device_flag and self.mode == "skip" and not sampled and \
-                not self._has_scaler_attrs():
-            self.optimizer.found_inf = flag  # restored (deleted) in after_step
+            self._save()  # one check after the step also catches non-finite gradients: one sync
+            return
+        flag = agree(self._flag(self._grads())) if self._check_grads else None
+        if flag is None:  # under a GradScaler: only the update is checked
+            self._save()
+            return
+        if self._device_flag and self.mode == "skip" and not sampled and not self._has_scaler_attrs():
+            self.optimizer.found_inf = flag  # the optimizer skips on the device; deleted in after_step
             self._found_inf_set = True
             self._deferred = DeferredFlag(step, flag)
             return
-        elif read(flag):
+        if read(flag):
             self._skip(step, GRAD)  # may raise GuardStop: nothing was touched yet
-            self._hidden = [(p, p.grad) for g in self.optimizer.param_groups for p in g["params"]
-                            if p.grad is not None]
+            self._hidden = [(p, p.grad) for p in self._params() if p.grad is not None]
             for p, _ in self._hidden:
                 p.grad = None
             return
-        if self._undo is not None:
-            self._undo.save()
-            self._saved = True
-        elif flag is not None or not self._check_grads:
+        if self._undo is None:
             self._applied(step)
+        self._save()
 
     def after_step(self) -> None:
         """Post-hook: give back hidden gradients / the found_inf attribute; check and maybe undo."""
@@ -101,17 +102,12 @@ class Guard:
         if not self._saved:
             return
         self._saved = False
-        post = nonfinite_flag(self._undo.touched(), 1)  # type: ignore[union-attr]
-        flags = [f for f in (self._grad_flag, post) if f is not None]
-        both = agree(torch.stack([f.to(flags[0].device) for f in flags])) if flags else None
-        if both is None or not bool(both.any().item()):
+        if not read(agree(self._flag(self._undo.touched()))):  # type: ignore[union-attr]
             self._applied(self._step)
             return
-        reason = GRAD if self._grad_flag is not None and bool(both[0].item()) else UPDATE
-        try:
-            self._skip(self._step, reason, before_undo=self._undo.restore)  # type: ignore[union-attr]
-        finally:
-            self._grad_flag = None
+        # a failing step (every rank is here): were the gradients already bad? (they are still there)
+        grad_bad = self._check_grads and read(agree(self._flag(self._grads())))
+        self._skip(self._step, GRAD if grad_bad else UPDATE, before_undo=self._undo.restore)  # type: ignore[union-attr]
 
     def remove(self) -> None:
         """Undo anything still lent out (a step that raised) and read a pending verdict."""
@@ -133,6 +129,21 @@ class Guard:
             return
         if self.mode == "stop" or (self.max_skips is not None and self.consecutive > self.max_skips):
             raise stop_error(self, step, reason)
+
+    def _save(self) -> None:
+        if self._undo is not None:
+            self._undo.save()
+            self._saved = True
+
+    def _params(self) -> list[torch.Tensor]:
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    def _grads(self) -> list[torch.Tensor]:
+        return [p.grad for p in self._params() if p.grad is not None]
+
+    def _flag(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """A flag even for no tensors: every rank must take part in the same all-reduces."""
+        return nonfinite_flag(tensors, self._device)
 
     def _applied(self, step: int) -> None:
         self.consecutive, self.last_good = 0, step
