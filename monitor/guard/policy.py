@@ -73,6 +73,7 @@ class Guard:
 
     def before_step(self, step: int, sampled: bool) -> None:
         """Pre-hook. `sampled`: the watcher records this step now, so the verdict must be known now."""
+        self._give_back()  # left over when the previous optimizer.step() raised
         self._step, self._saved = step, False
         if self._undo is not None and self.mode == "skip":
             self._save()  # one check after the step also catches non-finite gradients: one sync
@@ -150,7 +151,8 @@ class Guard:
 
     def _give_back(self) -> None:
         for p, grad in self._hidden:
-            p.grad = grad
+            if p.grad is None:  # not when a new backward has filled it since (a step that raised)
+                p.grad = grad
         self._hidden = []
         if self._found_inf_set:
             self.optimizer.__dict__.pop("found_inf", None)

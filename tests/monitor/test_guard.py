@@ -212,3 +212,32 @@ def test_bad_guard_arguments_name_the_argument(kwargs, arg):
     with pytest.raises(monitor.ConfigError, match=arg):
         monitor.watch(model, opt, port=None, **kwargs)
     assert not opt._optimizer_step_pre_hooks  # nothing was hooked
+
+
+def test_a_step_that_raises_leaves_nothing_lent_out(watched):
+    """optimizer.step() raising after the guard's pre-hook (found_inf lent, or gradients hidden): the
+    next step starts clean, and close() gives everything back."""
+    model = nn.Linear(4, 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, fused=True)
+    w = watched(model, opt, on_nonfinite="skip", every=100)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("optimizer failed")
+
+    for _ in (1, 2):
+        model(torch.randn(2, 4)).sum().backward()
+        opt.step()
+    handle = opt.register_step_pre_hook(boom)  # runs after the guard's pre-hook
+    opt.zero_grad(set_to_none=True)
+    model(torch.full((2, 4), float("nan"))).sum().backward()
+    with pytest.raises(RuntimeError, match="optimizer failed"):
+        opt.step()
+    handle.remove()
+    assert float(vars(opt)["found_inf"]) == 1.0  # lent for the step that never ran
+    opt.zero_grad(set_to_none=True)
+    model(torch.randn(2, 4)).sum().backward()
+    before = weights(model)
+    opt.step()  # a finite step: the stale found_inf=1 must not skip it
+    assert not bitwise_equal(weights(model), before) and "found_inf" not in vars(opt)
+    w.close()
+    assert "found_inf" not in vars(opt) and "grad_scale" not in vars(opt)
