@@ -12,7 +12,9 @@ from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["DEFAULT_PORT", "DefaultPort", "check_args", "default_run"]
+__all__ = ["DEFAULT_PORT", "GUARD_MODES", "DefaultPort", "check_args", "check_guard", "default_run"]
+
+GUARD_MODES = ("warn", "skip", "stop")
 
 
 class DefaultPort(int):
@@ -74,6 +76,27 @@ def _check_sharded(model: nn.Module) -> None:
             f"{sharded[0]!r}); sharded parameters are not supported yet - per-layer norms of local shards would "
             "be wrong. Watch an unsharded (DDP or single-process) run, or pass a model without DTensor "
             "parameters")
+
+
+def check_guard(on_nonfinite: Any, max_skips: Any, checkpoint: Any) -> None:
+    """The guard's arguments: a mode, a skip limit only for "skip", a checkpoint only when it can stop."""
+    if on_nonfinite not in GUARD_MODES:
+        raise _fail("on_nonfinite", "one of 'warn' (only report), 'skip' (keep non-finite steps out of the "
+                    "weights) or 'stop' (raise monitor.GuardStop)", on_nonfinite)
+    if max_skips is not None:
+        if isinstance(max_skips, bool) or not isinstance(max_skips, int) or max_skips < 1:
+            raise _fail("max_skips", "an integer >= 1 (consecutive skipped steps before the guard stops) or "
+                        "None (no limit)", max_skips)
+        if on_nonfinite != "skip":
+            raise ConfigError(f"watch(): max_skips only applies to on_nonfinite='skip', got "
+                              f"on_nonfinite={on_nonfinite!r}")
+    if checkpoint is not None:
+        if not callable(checkpoint):
+            raise _fail("checkpoint", "a callable taking the last good state (a dict with step, model, "
+                        "optimizer) or None", type(checkpoint).__name__)
+        if on_nonfinite == "warn":
+            raise ConfigError("watch(): checkpoint= is called when the guard stops; pass on_nonfinite='stop' "
+                              "or 'skip' with max_skips=N, got on_nonfinite='warn'")
 
 
 def _check_params(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:

@@ -29,9 +29,10 @@ import torch
 from torch import nn
 
 from .capture import OutputProbe, entry_modules
-from .config import DEFAULT_PORT, DefaultPort, check_args, default_run
+from .config import DEFAULT_PORT, DefaultPort, check_args, check_guard, default_run
 from .distributed import default_port, detect, record_path
 from .findings import Finding
+from .guard.hooks import GuardHooks
 from .history import History, RunInfo
 from .layers import LayerMap
 from .preflight import describe, lint
@@ -76,8 +77,11 @@ class Watcher:
                  rank: int | None = None, port: int | None = DEFAULT_PORT, host: str = "127.0.0.1",
                  record: str | os.PathLike[str] | None = None, max_layers: int = 512,
                  group_depth: int | None = None, update_ratio: bool = True,
-                 targets_dir: str | os.PathLike[str] | None = None, export_layers: str = "auto") -> None:
+                 targets_dir: str | os.PathLike[str] | None = None, export_layers: str = "auto",
+                 on_nonfinite: str = "warn", max_skips: int | None = None,
+                 checkpoint: Callable[[dict[str, Any]], Any] | None = None) -> None:
         check_args(model, optimizer, scaler, loss_scale, every, port, host, max_layers, export_layers)
+        check_guard(on_nonfinite, max_skips, checkpoint)
         self._export_layers = export_layers
         self.model, self.optimizer, self.every = model, optimizer, every
         self.dist = detect(rank)  # rank, local rank, world size, torchrun run id (no collective)
@@ -91,6 +95,7 @@ class Watcher:
         self._iteration_lr: tuple[float, ...] | None = None  # lr when the iteration under way began
         self._step_lr: tuple[float, ...] = ()
         self._last_was_skip = False
+        self._step_loss: torch.Tensor | None = None  # the loss of the step under way (for the guard)
         self._described_after_step = False
         self._autocast: str | None = None
         self._device_type = next((p.device.type for p in model.parameters()), "cpu")
@@ -107,8 +112,11 @@ class Watcher:
         self.tracker.start_run(self.info, self.preflight)
         self._scaler_tap = GradScalerTap(scaler, self._on_scaler_update) if self._kind == "grad_scaler" else None
         self._custom = CustomScaleTap(loss_scale) if loss_scale is not None else None
+        self._nonfinite_guard = (None if on_nonfinite == "warn" else
+                                 GuardHooks(self, on_nonfinite, max_skips, checkpoint))
         self._handles = [
             optimizer.register_step_pre_hook(self._pre_step),
+            *(self._nonfinite_guard.register() if self._nonfinite_guard else []),  # after _pre_step, before _post_step
             optimizer.register_step_post_hook(self._post_step),
             optimizer.register_load_state_dict_post_hook(self._on_load_state_dict),
             # torch.compile traces hooks on an OptimizedModule: ours run eagerly, outside the graph
@@ -187,6 +195,8 @@ class Watcher:
         for h in self._handles:
             h.remove()
         self._handles = []
+        if self._nonfinite_guard is not None:
+            self._nonfinite_guard.remove()
         self._output.remove()
         if self._scaler_tap is not None:
             self._scaler_tap.remove()
@@ -228,7 +238,7 @@ class Watcher:
         step = self._advance()
         self._step_lr = self._iteration_lr or _lrs(optimizer)
         self.tracker.resolve_localization(step)
-        loss = self._take_loss()
+        loss = self._step_loss = self._take_loss()
         if self.tracker.should_sample(step):
             scale, divisor = self._scale_now(optimizer)
             self._sampler.begin(step, loss, scale, divisor, self._output.take())
@@ -240,6 +250,20 @@ class Watcher:
     def _post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self._sampler.pending and not self._sampler.master:
             self._finish_pending()
+
+    def _guard_skipped(self, step: int, reason: str) -> None:
+        """The guard kept `step` out of the weights (called before it undoes anything): count it like a
+        scaler skip, at its own step number; a pending sample of that step is finished now, so its rows
+        show the update as computed."""
+        self.counters.skipped_steps += 1
+        self._last_was_skip = True
+        if self._sampler.pending and self._sampler.step == step:
+            self._finish_pending(skip_reason=reason)
+            return
+        current = step == self.counters.step  # a verdict read one step late has no loss of its own
+        loss = self._step_loss if current else None
+        value = None if loss is None else float(loss)  # syncs; skips are rare
+        self.tracker.skipped_step(step, self._scale_value(), value, None, reason, self._step_lr)
 
     @_guarded
     def _pre_forward(self, module: nn.Module, args: Any) -> None:
@@ -337,7 +361,7 @@ class Watcher:
             return self._custom.last
         return self.counters.loss_scale
 
-    def _finish_pending(self) -> None:
+    def _finish_pending(self, skip_reason: str | None = None) -> None:
         if self._sampler.pending:
             sample = self._sampler.finish()
             if sample is not None:
@@ -348,7 +372,7 @@ class Watcher:
                 if sample.loss_scale is not None:
                     self.counters.loss_scale = sample.loss_scale
                 self._last_was_skip = False
-                self.tracker.sampled_step(sample, self.info, self._step_lr, _eps(self.optimizer))
+                self.tracker.sampled_step(sample, self.info, self._step_lr, _eps(self.optimizer), skip_reason)
 
     def _describe(self) -> RunInfo:
         info = describe(self.model, self.optimizer, self.layers, scaler_kind=self._kind, run=self.run,
@@ -402,7 +426,9 @@ class Watcher:
 def watch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any = None,
           loss_scale: Callable[[], float] | None = None, every: int = 1, run: str | None = None,
           rank: int | None = None, port: int | None = DEFAULT_PORT, host: str = "127.0.0.1",
-          record: str | os.PathLike[str] | None = None, **options: Any) -> Watcher:
+          record: str | os.PathLike[str] | None = None, *, on_nonfinite: str = "warn",
+          max_skips: int | None = None, checkpoint: Callable[[dict[str, Any]], Any] | None = None,
+          **options: Any) -> Watcher:
     """Watch `model` trained by `optimizer`; see README "Using the monitor" for every option.
 
     scaler: a torch.amp.GradScaler (or None). loss_scale: a callable returning a hand-made loss
@@ -415,6 +441,10 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any = None
     Extra keyword options: max_layers, group_depth, update_ratio, targets_dir (Prometheus file_sd
     folder; env SLATMON_TARGETS_DIR), export_layers ("auto": per-layer series grouped by block when
     the job has more than 8 ranks, "full", "grouped"; the record always keeps every layer).
+    on_nonfinite: "warn" (default: only report), "skip" (a step with non-finite gradients, or whose
+    update made parameters/optimizer state non-finite, is kept out of the weights and counted as
+    skipped; after `max_skips` consecutive skips it stops) or "stop" (raise `monitor.GuardStop` out of
+    `optimizer.step()`, weights as before that step, after calling `checkpoint(last_good_state)`).
     Set SLATMON_DISABLE=1 to turn every hook off (returns a Watcher that records nothing).
     """
     if os.environ.get("SLATMON_DISABLE") == "1":
@@ -422,4 +452,5 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any = None
 
         return DisabledWatcher(model, optimizer)  # type: ignore[return-value]
     return Watcher(model, optimizer, scaler=scaler, loss_scale=loss_scale, every=every, run=run, rank=rank,
-                   port=port, host=host, record=record, **options)
+                   port=port, host=host, record=record, on_nonfinite=on_nonfinite, max_skips=max_skips,
+                   checkpoint=checkpoint, **options)

@@ -92,7 +92,8 @@ class SnapshotCollector(Collector):
                     "(unscaled, after clipping).", last.grad_norm_applied if last else None)
         yield gauge("slatmon_last_step_timestamp_seconds", "Unix time of the last optimizer step seen.",
                     c.time or None)
-        yield counter("slatmon_skipped_steps", "Optimizer steps skipped by the loss scaler.", c.skipped_steps)
+        yield counter("slatmon_skipped_steps", "Optimizer steps not applied: skipped by the loss scaler or kept "
+                      "out by the guard.", c.skipped_steps)
         yield counter("slatmon_monitor_seconds", "Time the monitor spent in the training thread.",
                       c.monitor_seconds)
         yield counter("slatmon_monitor_errors", "Errors caught inside the monitor.", c.errors)
