@@ -65,6 +65,15 @@ def _lrs(optimizer: torch.optim.Optimizer) -> tuple[float, ...]:
     return tuple(out)
 
 
+def _mean(losses: list[torch.Tensor]) -> torch.Tensor | None:
+    """The mean of an iteration's observed losses, on the device (no sync); NaN if any is NaN."""
+    if not losses:
+        return None
+    if len(losses) == 1:
+        return losses[0]
+    return torch.stack([x.to(losses[0].device, torch.float64) for x in losses]).mean()
+
+
 def _eps(optimizer: torch.optim.Optimizer) -> tuple[float | None, ...]:
     return tuple(None if g.get("eps") is None else float(g["eps"]) for g in optimizer.param_groups)
 
@@ -95,7 +104,7 @@ class Watcher:
         self._iteration_lr: tuple[float, ...] | None = None  # lr when the iteration under way began
         self._step_lr: tuple[float, ...] = ()
         self._last_was_skip = False
-        self._step_loss: torch.Tensor | None = None  # the loss of the step under way (for the guard)
+        self._step_losses: list[torch.Tensor] = []  # the losses of the step under way (for the guard)
         self._described_after_step = False
         self._autocast: str | None = None
         self._device_type = next((p.device.type for p in model.parameters()), "cpu")
@@ -238,10 +247,10 @@ class Watcher:
         step = self._advance()
         self._step_lr = self._iteration_lr or _lrs(optimizer)
         self.tracker.resolve_localization(step)
-        loss = self._step_loss = self._take_loss()
+        self._step_losses, self._losses = self._losses, []
         if self.tracker.should_sample(step):
             scale, divisor = self._scale_now(optimizer)
-            self._sampler.begin(step, loss, scale, divisor, self._output.take())
+            self._sampler.begin(step, _mean(self._step_losses), scale, divisor, self._output.take())
         else:
             self._output.take()
             self._sampler.discard_capture()
@@ -261,7 +270,7 @@ class Watcher:
             self._finish_pending(skip_reason=reason)
             return
         current = step == self.counters.step  # a verdict read one step late has no loss of its own
-        loss = self._step_loss if current else None
+        loss = _mean(self._step_losses) if current else None
         value = None if loss is None else float(loss)  # syncs; skips are rare
         self.tracker.skipped_step(step, self._scale_value(), value, None, reason, self._step_lr)
 
@@ -310,15 +319,6 @@ class Watcher:
         if self._custom is not None and self._custom.dropped():
             self._skipped("loss_scale")
 
-    def _take_loss(self) -> torch.Tensor | None:
-        """The mean of the losses observed since the last step (device-side, no sync), and forget them."""
-        losses, self._losses = self._losses, []
-        if not losses:
-            return None
-        if len(losses) == 1:
-            return losses[0]
-        return torch.stack([x.to(losses[0].device, torch.float64) for x in losses]).mean()
-
     def _skipped(self, reason: str) -> None:
         self.counters.skipped_steps += 1
         lr = self._iteration_lr or _lrs(self.optimizer)
@@ -327,7 +327,7 @@ class Watcher:
         self.tracker.resolve_localization(step)
         out = self._output.take()
         self._sampler.discard_capture()
-        loss = self._take_loss()
+        loss, self._losses = _mean(self._losses), []
         value = None if loss is None else float(loss)  # syncs; skipped steps are rare
         self.tracker.skipped_step(step, self._scale_value(), value, None if out is None else int(out), reason, lr)
         self._iteration_lr = None
