@@ -1,4 +1,4 @@
-"""`python -m trainer_example.train`: options, errors, and a watched run with a record."""
+"""`python -m monitor.example.train`: options, errors, and a watched run with a record."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from trainer_example.config import FAULTS, PRECISIONS
-from trainer_example.train import main
+from monitor.example.config import FAULTS, PRECISIONS
+from monitor.example.train import main
 
 
 def test_help_documents_every_mode_and_fault(capsys: pytest.CaptureFixture[str]) -> None:
@@ -69,8 +69,8 @@ def test_watched_run_writes_a_record_and_prints_the_diagnosis(
 
 
 def test_step_printer_prints_the_moments_that_matter(capsys):
-    from trainer_example.stats import StepRecord
-    from trainer_example.train import step_printer
+    from monitor.example.stats import StepRecord
+    from monitor.example.train import step_printer
 
     on_step = step_printer()
     for i in range(1, 26):
