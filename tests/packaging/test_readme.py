@@ -81,8 +81,13 @@ ADAPTED = {
 }
 
 
+def without_comment(line: str) -> str:
+    """The command of a README line: the text before a ` # comment` (how the lists name commands)."""
+    return re.split(r"\s+#(?:\s|$)", line, maxsplit=1)[0].rstrip()
+
+
 def readme_commands(text: str) -> list[tuple[str, str]]:
-    """(section heading, command) for every command of the README's shell blocks, in order."""
+    """(section heading, command without its comment) for every command of the README's shell blocks."""
     commands, section, fence, lines = [], "", None, iter(text.splitlines())
     for line in lines:
         if fence is None:
@@ -99,7 +104,7 @@ def readme_commands(text: str) -> list[tuple[str, str]]:
             continue
         while line.endswith("\\"):
             line += "\n" + next(lines)
-        commands.append((section, line))
+        commands.append((section, without_comment(line)))
     return commands
 
 
@@ -217,7 +222,7 @@ def readme_session(tmp_path_factory: pytest.TempPathFactory):
             ran = command
             for old, new in how.replace:
                 assert old in ran, (command, old)
-                ran = ran.replace(old, new.format(**values))
+                ran = ran.replace(old, new.format(**values), 1)
             if how.ready:
                 output = session.start(ran, how.ready)
                 check_server(ran, output, values)
