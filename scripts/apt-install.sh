@@ -8,7 +8,9 @@ set -euo pipefail
 wait_s=${SLATMON_APT_LOCK_WAIT_S:-600}
 LOCK_ERRORS='Could not get lock|Unable to acquire the dpkg frontend lock|Unable to lock (the )?(directory|administration)'
 
-# apt_get show|hide ARGS...: apt-get ARGS, retried while a lock is held; `hide` drops the final error.
+# apt_get show|hide ARGS...: apt-get ARGS, retried while a lock is held; `hide` drops the final error
+# (not a lock timeout's: that one sets lock_timed_out=1 and is always shown).
+lock_timed_out=0
 apt_get() {
     local errors=$1 deadline=$((SECONDS + wait_s)) err status
     shift
@@ -20,10 +22,13 @@ apt_get() {
             rm -f "$err"
             return 0
         fi
-        if grep -qE "$LOCK_ERRORS" "$err" && [ "$SECONDS" -lt "$deadline" ]; then
-            echo "setup: another apt/dpkg process holds the lock; waiting ($((deadline - SECONDS)) s left)" >&2
-            sleep 5
-            continue
+        if grep -qE "$LOCK_ERRORS" "$err"; then
+            if [ "$SECONDS" -lt "$deadline" ]; then
+                echo "setup: another apt/dpkg process holds the lock; waiting ($((deadline - SECONDS)) s left)" >&2
+                sleep 5
+                continue
+            fi
+            errors=show lock_timed_out=1
         fi
         [ "$errors" = hide ] || cat "$err" >&2
         rm -f "$err"
@@ -34,6 +39,7 @@ apt_get() {
 [ $# -gt 0 ] || { echo "usage: bash scripts/apt-install.sh PKG..." >&2; exit 2; }
 install=(install -y -qq --no-install-recommends "$@")
 if ! apt_get hide "${install[@]}" >/dev/null; then
+    [ "$lock_timed_out" = 0 ] || exit 1
     apt_get show update -qq
     apt_get show "${install[@]}" >/dev/null
 fi
