@@ -47,10 +47,10 @@ def mlp_workload(device: torch.device) -> tuple[nn.Module, Callable[[], torch.Te
 
 def slat_workload(device: torch.device) -> tuple[nn.Module, Callable[[], torch.Tensor]]:
     """trainer_example's tiny SLAT VAE (fp32 weights), one fixed batch."""
-    from trainer_example.config import TrainConfig
-    from trainer_example.data import SyntheticVoxels
-    from trainer_example.losses import vae_loss
-    from trainer_example.model import SlatVAE
+    from monitor.example.config import TrainConfig
+    from monitor.example.data import SyntheticVoxels
+    from monitor.example.losses import vae_loss
+    from monitor.example.model import SlatVAE
 
     torch.manual_seed(0)
     cfg = TrainConfig(config="tiny").model_config()

@@ -58,9 +58,9 @@ def layer_names(config: str) -> list[str]:
     """The layers slat-monitor exports for trainer_example's `config` model (built on the meta device)."""
     import torch
 
+    from monitor.example.config import model_preset
+    from monitor.example.model import SlatVAE
     from monitor.layers import LayerMap
-    from trainer_example.config import model_preset
-    from trainer_example.model import SlatVAE
 
     with torch.device("meta"):
         model = SlatVAE(model_preset(config), native=True)

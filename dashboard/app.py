@@ -14,19 +14,16 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-# `streamlit run dashboard/app.py` puts dashboard/ on sys.path, not the folder that holds the packages.
-_ROOT = str(Path(__file__).resolve().parent.parent)
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+import streamlit as st
 
-import streamlit as st  # noqa: E402
-
-from dashboard import charts, frames  # noqa: E402
-from dashboard.cache import cached_layer_frame, cached_load, cached_runs, cached_worst, clear_all, stamp_of  # noqa: E402
-from dashboard.findings_view import render_findings  # noqa: E402
-from dashboard.mdtext import escape  # noqa: E402
-from dashboard.sources import Loaded, Source, SourceProblem, defaults, parse_rank, worst_first  # noqa: E402
-from dashboard.summary import run_facts, status, status_line  # noqa: E402
+# Absolute imports: `streamlit run` executes this file as a script (no parent package); `monitor` comes from
+# the installed distribution (editable or wheel), which maps dashboard/ to monitor.dashboard.
+from monitor.dashboard import charts, frames
+from monitor.dashboard.cache import cached_layer_frame, cached_load, cached_runs, cached_worst, clear_all, stamp_of
+from monitor.dashboard.findings_view import render_findings
+from monitor.dashboard.mdtext import escape
+from monitor.dashboard.sources import Loaded, Source, SourceProblem, defaults, parse_rank, worst_first
+from monitor.dashboard.summary import run_facts, status, status_line
 
 log = logging.getLogger("dashboard")
 KIND_LABELS = {"record": "Run record (SQLite)", "prometheus": "Prometheus"}

@@ -1,4 +1,4 @@
-"""Streamlit caches around dashboard.sources and dashboard.frames: the script re-runs on every widget change,
+"""Streamlit caches around monitor.dashboard.sources and .frames: the script re-runs on every widget change,
 so a source is read once per 10 s (and again when a record's mtime changes), and the per-layer passes over
 every row (~2 s at 2M rows) run once per source. `_loaded` arguments are not hashed: the (source, stamp)
 key already identifies them."""

@@ -2,7 +2,8 @@
 
 Tables: `slatmon_meta` (key -> JSON: run info, pre-flight findings), `slatmon_steps`,
 `slatmon_layers`, `slatmon_events`. Every batch is one committed transaction, so a training
-process killed with SIGKILL leaves a record readable up to the last batch written.
+process killed with SIGKILL leaves a record readable up to the last batch written; a clean close
+checkpoints and leaves WAL mode, so the record is one file.
 The training thread only puts immutable observations on a queue; it never waits for the disk.
 """
 
@@ -117,8 +118,20 @@ class RecordWriter:
             for done in flushed:  # committed (or failed and logged): release flush()
                 done.set()
             if stop:
-                self._conn.close()
+                self._finish()
                 return
+
+    def _finish(self) -> None:
+        """Clean close: fold the WAL into the file and leave WAL mode, so no -wal/-shm files stay beside it
+        (any reader of a WAL-mode file would recreate them). A crashed run keeps WAL: the record stays
+        readable up to the last batch. Another open connection (a live triage page) keeps WAL mode too."""
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._conn.execute("PRAGMA journal_mode=DELETE")
+        except sqlite3.Error as exc:
+            log.info("slat-monitor: run record %s stays in WAL mode (%s)", self.path, exc)
+        finally:
+            self._conn.close()
 
     def _write(self, batch: list[tuple[Any, ...]]) -> None:
         with self._conn:  # one transaction

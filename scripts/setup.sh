@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Set up everything slat-monitor's demo and tests need on a fresh Debian machine, idempotently:
-# Debian packages (Prometheus, Alertmanager, Chromium) when run as root, and a virtual environment
-# in .venv with the CPU build of PyTorch (constraints-cpu.txt). On a GPU machine with its own torch,
-# set SLATMON_KEEP_TORCH=1 to install without the CPU pin into the current interpreter's venv.
+# Debian packages (Prometheus, Alertmanager, Chromium) when run as root (scripts/apt-install.sh waits for
+# another apt process's lock), and a virtual environment in .venv with the package installed editable and
+# the CPU build of PyTorch (constraints-cpu.txt). A rerun skips pip when nothing it installs from changed
+# (.venv/.slatmon-setup: a hash of pyproject.toml, constraints-cpu.txt and the options); SLATMON_REINSTALL=1
+# forces it. On a GPU machine with its own torch, SLATMON_KEEP_TORCH=1 installs without the CPU pin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,12 +15,7 @@ command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "setup: installing Debian packages: ${need_apt[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-        # Debian starts these as services on install where it can; we start our own on loopback ports.
-        for svc in prometheus prometheus-alertmanager; do
-            (service "$svc" stop || true) >/dev/null 2>&1
-        done
+        bash scripts/apt-install.sh "${need_apt[@]}"
     else
         echo "setup: missing ${need_apt[*]}; install them with: sudo apt-get install ${need_apt[*]}" >&2
     fi
@@ -28,6 +25,16 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 constraint=(-c constraints-cpu.txt)
 [ "${SLATMON_KEEP_TORCH:-0}" = 1 ] && constraint=()
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q "${constraint[@]}" -e ".[trainer,ops,dashboard,test]"
+extras=".[trainer,ops,dashboard,test]"
+stamp_file=.venv/.slatmon-setup
+stamp=$(cat pyproject.toml constraints-cpu.txt <(echo "$extras ${constraint[*]} $PWD") | sha256sum | cut -c1-16)
+if [ "${SLATMON_REINSTALL:-0}" != 1 ] && [ "$(cat "$stamp_file" 2>/dev/null)" = "$stamp" ] \
+        && .venv/bin/python -c 'import monitor.example, torch' 2>/dev/null; then
+    echo "setup: .venv is up to date (pyproject.toml and constraints unchanged; SLATMON_REINSTALL=1 reinstalls)"
+else
+    rm -f "$stamp_file"
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q "${constraint[@]}" -e "$extras"
+    echo "$stamp" > "$stamp_file"
+fi
 echo "setup: ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

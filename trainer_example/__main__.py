@@ -1,4 +1,4 @@
-"""`python -m trainer_example` is `python -m trainer_example.train`."""
+"""`python -m monitor.example` is `python -m monitor.example.train`."""
 
 import sys
 

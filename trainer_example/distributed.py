@@ -1,7 +1,7 @@
 """DDP under torchrun: process group, device per local rank, the DDP wrapper, rank-prefixed output.
 
 Without torchrun (WORLD_SIZE unset or 1) everything here is a no-op and the trainer is the plain
-single-process one. Under `torchrun --nproc_per_node N -m trainer_example.train`: gloo on the CPU, nccl
+single-process one. Under `torchrun --nproc_per_node N -m monitor.example.train`: gloo on the CPU, nccl
 on GPUs (one per LOCAL_RANK). Each rank reads its own share of the synthetic batches (batch index
 `(step - 1) * world_size + rank`), so a single-process run sees exactly the batches it saw before.
 """

@@ -1,9 +1,9 @@
 """GPU check: the `base` config (TRELLIS size) in `inflat_all` and `fp16-naive` on CUDA, with spconv's
 CUDA path (its default algorithm), a few steps each; prints one JSON object per line.
 
-    python -m trainer_example.gpu_check                      # base, inflat_all + fp16-naive, 6 steps
-    python -m trainer_example.gpu_check --steps 4 --batch-size 1
-    python -m trainer_example.gpu_check --device cpu --config tiny --steps 2   # dry run of this script
+    python -m monitor.example.gpu_check                      # base, inflat_all + fp16-naive, 6 steps
+    python -m monitor.example.gpu_check --steps 4 --batch-size 1
+    python -m monitor.example.gpu_check --device cpu --config tiny --steps 2   # dry run of this script
 
 Lines: first `{"check": "env", ...}` (torch, CUDA, GPU, spconv versions), then one
 `{"check": "mode", ...}` per mode with: mode, fault, eps, config, batch_size, voxels_per_batch,
@@ -112,7 +112,7 @@ def _finite(x: float) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m trainer_example.gpu_check",
+        prog="python -m monitor.example.gpu_check",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,4 +1,4 @@
-"""The training loop behind `python -m trainer_example.train` and its Python API `run(cfg)`.
+"""The training loop behind `python -m monitor.example.train` and its Python API `run(cfg)`.
 
 With `cfg.watch` the run is monitored exactly as a user would do it: `monitor.watch(model,
 optimizer, scaler=..., loss_scale=...)`, `observe_loss(loss)` every iteration, `close()` at the end.

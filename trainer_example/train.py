@@ -1,6 +1,6 @@
-"""`python -m trainer_example.train`: train the SLAT VAE example, optionally watched by slat-monitor.
+"""`python -m monitor.example.train`: train the SLAT VAE example, optionally watched by slat-monitor.
 
-Python API: `run(TrainConfig(...)) -> RunResult` (see trainer_example.loop); this module adds the
+Python API: `run(TrainConfig(...)) -> RunResult` (see monitor.example.loop); this module adds the
 command line: `build_parser()`, `config_from_args(args)`, `main(argv)`.
 """
 
@@ -47,19 +47,19 @@ faults (steps count from 1; k = --fault-step) and their signatures:
                  all-reduce): with --fault-rank, that rank's grad norm differs from the others'
 
 many processes (DDP: gloo on the CPU, nccl on GPUs; ranks print "[rank N]" before each line):
-  torchrun --nproc_per_node 2 -m trainer_example.train --watch --record runs/ddp.sqlite \
+  torchrun --nproc_per_node 2 -m monitor.example.train --watch --record runs/ddp.sqlite \
       --fault loss-nan --fault-rank 1 --run-name ddp-demo
   each rank serves /metrics on 9108 + LOCAL_RANK and writes runs/ddp.rankN.sqlite
 
 default eps: 1e-8, except fp16-naive without eps-underflow: 1e-4 (fp16 rounds 1e-8 to 0).
 example (the README demo):
-  python -m trainer_example.train --config tiny --precision fp16-naive --fault eps-underflow \\
+  python -m monitor.example.train --config tiny --precision fp16-naive --fault eps-underflow \\
       --steps 50 --watch --record runs/demo.sqlite --port none
 """
 
 
 def run(cfg: TrainConfig, on_step: Callable[[StepRecord], None] | None = None) -> RunResult:
-    """Train as `cfg` says; see `trainer_example.loop.run`. Imported lazily so that building this
+    """Train as `cfg` says; see `monitor.example.loop.run`. Imported lazily so that building this
     command line (e.g. for `slat-monitor --help`) does not import spconv."""
     from .loop import run as _run
 
@@ -99,7 +99,7 @@ def add_training_args(
         "--fault",
         choices=FAULTS,
         default=fault,
-        help=f"fault to inject (signatures: python -m trainer_example.train --help); default {fault}",
+        help=f"fault to inject (signatures: python -m monitor.example.train --help); default {fault}",
     )
     p.add_argument("--fault-step", type=int, default=10, help="step (from 1) the fault starts at; default 10")
     p.add_argument("--fault-rank", type=int, default=None,
@@ -129,7 +129,7 @@ def add_training_args(
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m trainer_example.train",
+        prog="python -m monitor.example.train",
         description="Train the SLAT VAE example on synthetic voxels.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

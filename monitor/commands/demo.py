@@ -20,12 +20,12 @@ by slat-monitor (monitor.watch), write a run record under ./runs/, and print the
 Default: --precision fp16-naive --fault eps-underflow (TRELLIS #162: AdamW's eps 1e-8 vanishes in
 fp16 optimizer state and every fp16 block parameter is NaN/Inf after step 1).
 Try --fault overflow|loss-nan|lr-spike|underflow (with --precision auto), or --eps 1e-4 for the fix.
-Full option list and fault signatures: python -m trainer_example.train --help
+Full option list and fault signatures: python -m monitor.example.train --help
 """
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from trainer_example.train import add_training_args
+    from monitor.example.train import add_training_args
 
     p = subparsers.add_parser(
         "demo",
@@ -47,7 +47,7 @@ def _default_record(fault: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; 0 when it ran (whatever the diagnosis says), 2 for bad settings."""
-    from trainer_example.train import config_from_args, run_and_report
+    from monitor.example.train import config_from_args, run_and_report
 
     record = args.record or _default_record(args.fault)
     cfg = config_from_args(args, watch=True, record=record)

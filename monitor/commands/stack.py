@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..ops.alerts import DEFAULT_TRIAGE_URL
 from ..ops.layout import StackLayout, prepare
+from ..ops.links import alertmanager_cli_hint, alertmanager_ui, prometheus_pages
 from ..ops.processes import INSTALL_HINTS, Child, find_binary, start_child
 
 __all__ = ["add_parser", "run"]
@@ -62,9 +63,23 @@ def _stop(children: list[Child]) -> None:
         child.stop()
 
 
-def _announce(children: list[Child], layout: StackLayout) -> None:
+def _announce(children: list[Child], layout: StackLayout, webhook: str | None) -> None:
+    """Print what runs where, with links to the pages these builds really serve (see ops/links.py)."""
     for child in children:
         print(f"slat-monitor stack: {child.name:<12} {child.url}   (log {child.log})")
+        if child.name == "prometheus":
+            pages = prometheus_pages(child.url)
+            for page, url in pages.items():
+                print(f"  {page + ':':<9} {url}")
+            if not pages:
+                print(f"  no web UI in this build; HTTP API: {child.url}/api/v1/alerts")
+        if child.name == "alertmanager":
+            ui = alertmanager_ui(child.url)
+            if ui is None:
+                print("  web UI:   none in this build (Debian's package ships none)")
+            print(f"  alerts:   {ui or alertmanager_cli_hint(child.url)}")
+            print(f"  notifications: webhook {webhook}" if webhook else
+                  "  notifications: none - Alertmanager delivers alerts nowhere; pass --webhook URL to receive them")
     print(f"slat-monitor stack: targets folder {layout.targets_dir}\n"
           f"  register a run:  monitor.watch(model, optimizer, port=0, targets_dir=\"{layout.targets_dir}\")\n"
           f"  or:              export SLATMON_TARGETS_DIR={layout.targets_dir}\n"
@@ -104,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"slat-monitor stack: {exc}", file=sys.stderr)
         return 2
-    _announce(children, layout)
+    _announce(children, layout, args.webhook)
     try:
         status = _wait(children)
     finally:

@@ -1,4 +1,4 @@
-"""`slat-monitor triage`: start the Streamlit triage page (dashboard/app.py) on 127.0.0.1.
+"""`slat-monitor triage`: start the Streamlit triage page (dashboard/app.py, `monitor.dashboard`) on 127.0.0.1.
 
 The source goes to the page through the environment (SLATMON_RECORD, SLATMON_PROMETHEUS, SLATMON_RUN,
 SLATMON_RANK, SLATMON_LOOKBACK); query parameters (`?run=&rank=` in alert links) and the sidebar override
@@ -45,8 +45,11 @@ def _fail(message: str) -> int:
 
 
 def app_path() -> Path:
-    """dashboard/app.py beside the monitor package (a checkout, an editable or a regular install)."""
-    return Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+    """app.py of the installed `monitor.dashboard` package: dashboard/app.py of the checkout in an editable
+    install, site-packages/monitor/dashboard/app.py from a wheel. Finds it without importing the page."""
+    spec = importlib.util.find_spec("monitor.dashboard")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    return Path(folders[0] if folders else Path(__file__).resolve().parents[1] / "dashboard") / "app.py"
 
 
 def _port_problem(host: str, port: int) -> str | None:

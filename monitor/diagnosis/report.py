@@ -51,7 +51,7 @@ def to_text(findings: list[Finding], history: History) -> str:
     head = (f"slat-monitor diagnose: run {s['run']!r} rank {s['rank']}, {s['steps_observed']} steps observed "
             f"(last step {s['last_step']})")
     if not findings:
-        return head + "\nhealthy: no findings."
+        return head + "\nhealthy: no findings.\n"
     counts = {sev: sum(f.severity == sev for f in findings) for sev in ("critical", "warning", "info")}
     lines = [head, ", ".join(f"{n} {sev}" for sev, n in counts.items() if n), ""]
     for n, f in enumerate(findings, 1):

@@ -81,7 +81,8 @@ def alertmanager_config(webhook_url: str | None = "http://127.0.0.1:5001/", grou
     """An Alertmanager config sending every slat-monitor alert to one webhook, grouped per run and rank.
 
     Critical alerts use `group_wait: 0s` so a non-finite value pages at once; the rest wait `group_wait`
-    to batch. `webhook_url=None`: a receiver without integrations (alerts only in Alertmanager's UI).
+    to batch. `webhook_url=None`: a receiver without integrations: alerts are delivered nowhere (still listed by
+    Alertmanager's API and `amtool`).
     Replace the receiver with your pager/chat integration."""
     receiver: dict[str, Any] = {"name": "slatmon-webhook"}
     if webhook_url:

@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _dashboards() -> dict[str, str]:
-    from grafana.main import build_dashboards  # the top-level grafana/ package (dashboards as code)
+    from monitor.grafana.main import build_dashboards  # grafana/ in a checkout (dashboards as code)
 
     return {f"grafana/provisioning/dashboards/{uid}.json": json.dumps(d, sort_keys=True, indent=2) + "\n"
             for uid, d in build_dashboards().items()}

@@ -70,7 +70,7 @@ def push(api: GrafanaApi, datasource_uid: str = DATASOURCE_UID, triage_url: str 
     yours, or ours when `prometheus_url` is given). `editable`: rules stay editable in Grafana's UI
     (X-Disable-Provenance); by default they are marked provisioned. Raises grafana_client's
     GrafanaException on HTTP errors."""
-    from grafana.main import build_dashboards  # top-level grafana/ package: dashboards as code
+    from monitor.grafana.main import build_dashboards  # grafana/ in a checkout: dashboards as code
 
     done = []
     if prometheus_url:

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from monitor.commands.triage import app_path
+
 from .runs import eps_underflow_record, healthy_record, loss_scale_record, preflight_record
 
-APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+APP = app_path()  # the page `slat-monitor triage` serves: dashboard/app.py of this checkout (editable install)
 ENV_VARS = ("SLATMON_RECORD", "SLATMON_PROMETHEUS", "SLATMON_RUN", "SLATMON_RANK", "SLATMON_LOOKBACK")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from dashboard.mdtext import escape
+from monitor.dashboard.mdtext import escape
 from monitor.diagnosis import run_rules
 from monitor.record import read_record
 from tests.realservers import free_port

@@ -6,8 +6,8 @@ import math
 
 import pandas as pd
 
-from dashboard import charts, frames, summary
-from dashboard.mdtext import escape
+from monitor.dashboard import charts, frames, summary
+from monitor.dashboard.mdtext import escape
 from monitor.diagnosis import run_rules
 from monitor.record import read_record
 

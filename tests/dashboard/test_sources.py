@@ -1,4 +1,4 @@
-"""dashboard.sources: where the page reads from (env < argv < query parameters) and load()'s errors."""
+"""monitor.dashboard.sources: where the page reads from (env < argv < query parameters) and load()'s errors."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.sources import Source, SourceProblem, defaults, load, parse_rank
+from monitor.dashboard.sources import Source, SourceProblem, defaults, load, parse_rank
 from tests.realservers import free_port
 
 from .runs import EPS_RUN

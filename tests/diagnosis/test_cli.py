@@ -58,6 +58,14 @@ def test_healthy_record_exits_0(records: dict[str, Path]) -> None:
     assert not [f for f in json.loads(out.stdout)["findings"] if f["severity"] == "critical"]
 
 
+def test_healthy_record_text_is_one_line_each(records: dict[str, Path]) -> None:
+    """The healthy report ends with a newline like every other report (issue 15: the shell prompt used to
+    land on the "healthy" line)."""
+    out = cli(str(records["healthy"]))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.endswith("\nhealthy: no findings.\n") and out.stdout.count("\n") == 2, out.stdout
+
+
 @pytest.mark.parametrize("case", ["missing", "not_a_record", "no_args", "unreachable"])
 def test_bad_input_exits_2_with_one_line(records: dict[str, Path], case: str) -> None:
     bogus = records["dir"] / "notes.txt"

@@ -18,7 +18,7 @@ from monitor.findings import Finding, Fix
 
 pytestmark = pytest.mark.slow
 
-trainer = pytest.importorskip("trainer_example.train")
+trainer = pytest.importorskip("monitor.example.train")
 
 STEPS, FAULT_STEP = 12, 5
 EXPECTED_TOP = {

@@ -109,3 +109,43 @@ def test_nan_survives_the_record(tmp_path):
     rows = {r.layer: r for r in h.layers}
     assert math.isnan(rows["<root>"].grad_norm) and rows["<root>"].grad_nonfinite == 1  # the weight grad is x
     assert rows["[output]"].activation_nonfinite == 1
+
+
+def test_clean_close_leaves_one_file_and_readers_add_none(tmp_path):
+    """Issue 15: a clean close checkpoints and leaves WAL mode; reading the record (read-only) afterwards
+    creates no -wal/-shm files either (a reader of a WAL-mode file would)."""
+    import sqlite3
+
+    from tests.models import watched_run
+
+    path = tmp_path / "run.sqlite"
+    watched_run(path, steps=4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.sqlite"]
+    assert [s.step for s in read_record(path).steps] == [1, 2, 3, 4]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.sqlite"]
+
+
+def test_close_while_a_reader_is_open_keeps_every_row(tmp_path):
+    """A live reader (the triage page) blocks leaving WAL mode: close still succeeds, nothing is lost."""
+    import sqlite3
+
+    from tests.models import watched_run
+
+    path = tmp_path / "run.sqlite"
+    reader: list[sqlite3.Connection] = []
+
+    def open_reader(step, w):
+        if step == 2:
+            time.sleep(0.3)  # let the writer thread create the tables and commit
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            conn.execute("BEGIN")
+            conn.execute("SELECT count(*) FROM slatmon_steps").fetchone()  # holds a read snapshot
+            reader.append(conn)
+
+    w = watched_run(path, steps=4, between=open_reader)
+    try:
+        assert w is not None and [s.step for s in read_record(path).steps] == [1, 2, 3, 4]
+    finally:
+        reader[0].close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from grafana.main import build_dashboards
+from monitor.grafana.main import build_dashboards
 from monitor.ops.ids import DASHBOARD_UID, DATASOURCE_UID
 
 REQUIRED_METRICS = (

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from grafana.main import build_dashboards
+from monitor.grafana.main import build_dashboards
 from monitor.ops.alerts import ALERTS, RECORDING
 from monitor.ops.ids import DASHBOARD_UID
 from monitor.record import read_record

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import monitor
-from grafana.main import build_dashboards
+from monitor.grafana.main import build_dashboards
 from monitor.ops.configs import federation_config, prometheus_config
 from monitor.ops.ids import DASHBOARD_UID
 from monitor.ops.targets import register

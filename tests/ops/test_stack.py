@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -63,6 +64,47 @@ def test_stack_discovers_new_runs_without_restart_and_stops_cleanly(tmp_path, st
     assert (tmp_path / "stack" / "prometheus-data").is_dir()
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{prom}/-/ready", timeout=2)
+
+
+def _announcement(proc: subprocess.Popen) -> list[str]:
+    """The lines `slat-monitor stack` prints up to its "Ctrl-C stops the stack." line."""
+    lines = []
+    for line in proc.stdout:
+        lines.append(line.rstrip("\n"))
+        if "Ctrl-C stops the stack" in line:
+            return lines
+    raise AssertionError("stack exited before announcing itself:\n" + "\n".join(lines))
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/prometheus"), reason="sudo apt-get install prometheus")
+def test_stack_prints_links_that_work_and_says_where_alerts_go(tmp_path) -> None:
+    """Issue 15: every page link printed answers 200 on the installed builds (Debian's Prometheus serves
+    /classic/alerts, not /alerts); no web-UI link for an Alertmanager that has none; no --webhook is said."""
+    proc, prom_port, am_port = start_stack(tmp_path)
+    try:
+        lines = _announcement(proc)
+        links = [url for line in lines if line.startswith("  ") for url in re.findall(r"http://[^\s()]+", line)]
+        pages = [u for u in links if u.startswith(f"http://127.0.0.1:{prom_port}/")]
+        assert {u.rsplit("/", 1)[1] for u in pages} >= {"alerts", "targets", "graph"}, lines
+        for url in links:
+            with urllib.request.urlopen(url.replace("/#/", "/"), timeout=5) as resp:
+                assert resp.status == 200, url
+        if not _has_alertmanager_ui(am_port):
+            assert any("web UI:   none in this build" in line for line in lines), lines
+            assert f"http://127.0.0.1:{am_port}/#/alerts" not in links
+        assert any("delivers alerts nowhere; pass --webhook URL" in line for line in lines), lines
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+
+
+def _has_alertmanager_ui(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/script.js", timeout=5) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
 
 
 def test_missing_prometheus_names_the_package(tmp_path) -> None:

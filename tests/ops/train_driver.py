@@ -2,7 +2,7 @@
 
     python -m tests.ops.train_driver --fault eps-underflow --run NAME --record PATH --stop-file PATH
 
-`trainer_example.train.run(cfg, on_step=...)` with `watch=True` (monitor.watch inside, announced to
+`monitor.example.train.run(cfg, on_step=...)` with `watch=True` (monitor.watch inside, announced to
 Prometheus through SLATMON_TARGETS_DIR). `on_step` paces the steps and, after the last one, keeps the
 process - and so the watcher and its /metrics endpoint - alive until the test creates `--stop-file`
 (or `--max-linger` seconds pass): a tiny run is faster than a few 1 s scrapes.
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-linger", type=float, default=120.0)
     args = p.parse_args(argv)
 
-    from trainer_example.train import TrainConfig, run
+    from monitor.example.train import TrainConfig, run
 
     def on_step(record: object) -> None:
         time.sleep(args.step_delay)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
+from monitor.example.loop import run
 from tests.trainer_example.helpers import FIXED_BATCH, tiny
-from trainer_example.loop import run
 
 HOLD_S = 120
 

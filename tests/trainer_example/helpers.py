@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from trainer_example.config import MODEL_PRESETS, TrainConfig
+from monitor.example.config import MODEL_PRESETS, TrainConfig
 
 # One fixed batch (a pool of exactly one batch), so a few steps show a decreasing loss.
 FIXED_BATCH = replace(MODEL_PRESETS["tiny"], pool_size=2)

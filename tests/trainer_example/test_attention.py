@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainer_example.attention import SparseWindowAttention, WindowAttentionCore, partition_windows
-from trainer_example.sparse import SparseTensor
+from monitor.example.attention import SparseWindowAttention, WindowAttentionCore, partition_windows
+from monitor.example.sparse import SparseTensor
 
 RES, WINDOW, HEADS, DIM = 16, 8, 2, 4
 

@@ -1,4 +1,4 @@
-"""`python -m trainer_example.train`: options, errors, and a watched run with a record."""
+"""`python -m monitor.example.train`: options, errors, and a watched run with a record."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from trainer_example.config import FAULTS, PRECISIONS
-from trainer_example.train import main
+from monitor.example.config import FAULTS, PRECISIONS
+from monitor.example.train import main
 
 
 def test_help_documents_every_mode_and_fault(capsys: pytest.CaptureFixture[str]) -> None:
@@ -69,8 +69,8 @@ def test_watched_run_writes_a_record_and_prints_the_diagnosis(
 
 
 def test_step_printer_prints_the_moments_that_matter(capsys):
-    from trainer_example.stats import StepRecord
-    from trainer_example.train import step_printer
+    from monitor.example.stats import StepRecord
+    from monitor.example.train import step_printer
 
     on_step = step_printer()
     for i in range(1, 26):
@@ -85,7 +85,7 @@ def test_step_printer_prints_the_moments_that_matter(capsys):
 def test_run_name_and_fault_rank_options() -> None:
     """`--run-name` passes through torchrun (which reads a bare `--run` as its own --run-path); `--run`
     stays accepted; no option is ever taken from an abbreviation."""
-    from trainer_example.train import build_parser
+    from monitor.example.train import build_parser
 
     parser = build_parser()
     assert parser.parse_args(["--run-name", "a", "--fault-rank", "1"]).run == "a"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from monitor.cli import main as cli_main
-from trainer_example import gpu_check
+from monitor.example import gpu_check
 
 
 def test_demo_defaults_to_162_with_a_record_under_runs(

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from trainer_example.data import SyntheticVoxels
-from trainer_example.faults import OVERFLOW_LOGIT_GAIN, FaultPlan
-from trainer_example.loop import resolve_precision, run
-from trainer_example.model import SlatVAE
+from monitor.example.data import SyntheticVoxels
+from monitor.example.faults import OVERFLOW_LOGIT_GAIN, FaultPlan
+from monitor.example.loop import resolve_precision, run
+from monitor.example.model import SlatVAE
 
 from .helpers import FIXED_BATCH, tiny
 

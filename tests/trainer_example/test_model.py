@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from trainer_example.config import MODEL_PRESETS
-from trainer_example.data import SyntheticVoxels
-from trainer_example.model import SlatVAE
-from trainer_example.sparse import SparseTensor, subdivide
-from trainer_example.subdivide import ConvAlgo, SparseSubdivideBlock, conv_algo, spconv
+from monitor.example.config import MODEL_PRESETS
+from monitor.example.data import SyntheticVoxels
+from monitor.example.model import SlatVAE
+from monitor.example.sparse import SparseTensor, subdivide
+from monitor.example.subdivide import ConvAlgo, SparseSubdivideBlock, conv_algo, spconv
 
 TINY = MODEL_PRESETS["tiny"]
 

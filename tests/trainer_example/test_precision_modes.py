@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from trainer_example.config import PRECISIONS
-from trainer_example.loop import run
-from trainer_example.precision import InflatAllPrecision
+from monitor.example.config import PRECISIONS
+from monitor.example.loop import run
+from monitor.example.precision import InflatAllPrecision
 
 from .helpers import tiny
 

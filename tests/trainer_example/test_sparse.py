@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainer_example.sparse import SparseTensor, group_norm, subdivide
+from monitor.example.sparse import SparseTensor, group_norm, subdivide
 
 
 def _tensor(n: int = 5, c: int = 4, batch: int = 2) -> SparseTensor:

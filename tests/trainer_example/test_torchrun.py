@@ -140,7 +140,7 @@ def test_fault_on_rank_1_only_one_alert_and_rank_1_broke_first(servers, tmp_path
 
 
 def test_cli_fault_on_all_ranks_is_numerics(tmp_path: Path) -> None:
-    out = job("-m", "trainer_example.train", "--steps", "3", "--fault", "loss-nan", "--fault-step", "2",
+    out = job("-m", "monitor.example.train", "--steps", "3", "--fault", "loss-nan", "--fault-step", "2",
               "--watch", "--record", "runs/all.sqlite", "--run-name", "ddp-all", "--port", "0", cwd=tmp_path)
     lines = [line for line in out.splitlines() if " step " in line and "loss" in line]
     assert lines and all(line.startswith(("[rank 0] ", "[rank 1] ")) for line in lines)
@@ -155,7 +155,7 @@ def test_cli_fault_on_all_ranks_is_numerics(tmp_path: Path) -> None:
 
 
 def test_cli_grad_corruption_on_one_rank_is_a_divergence(tmp_path: Path) -> None:
-    job("-m", "trainer_example.train", "--steps", "4", "--fault", "grad-corrupt", "--fault-step", "3",
+    job("-m", "monitor.example.train", "--steps", "4", "--fault", "grad-corrupt", "--fault-step", "3",
         "--fault-rank", "1", "--watch", "--record", "r.sqlite", "--port", "none", "--quiet", cwd=tmp_path)
     diagnosis = subprocess.run([sys.executable, "-m", "monitor", "diagnose", "--json", "r.rank0.sqlite",
                                 "r.rank1.sqlite"], capture_output=True, text=True, timeout=120, cwd=tmp_path)

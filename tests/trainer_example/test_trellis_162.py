@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainer_example.config import TrainConfig
-from trainer_example.loop import resolve_eps, run
+from monitor.example.config import TrainConfig
+from monitor.example.loop import resolve_eps, run
 
 from .helpers import tiny
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer_example.loop import run
+from monitor.example.loop import run
 
 from .helpers import tiny
 
