@@ -104,7 +104,8 @@ class LayerObs:
 class Event:
     """Something that happened once: `kind` is "nonfinite" (first non-finite value of a `tensor`:
     grad | param | loss | activation), "localized" (first module whose forward output or backward
-    gradient was non-finite; `detail` has direction, dtype, in_absmax, out_absmax), or "error"."""
+    gradient was non-finite; `detail` has direction, dtype, in_absmax, out_absmax), "error", or
+    "guard_stop" (the guard raised GuardStop; `detail` has reason, finding, message)."""
 
     step: int
     kind: str

@@ -21,6 +21,7 @@ Multi-rank: every flag is all-reduced (one element) before it is read, so all ra
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -47,7 +48,7 @@ class Guard:
         self._check_grads = not grad_scaler  # the scaler skips non-finite gradients itself
         self._undo = UndoCopy(optimizer) if needs_copy(optimizer) else None
         self._device = next((p.device for p in self._params()), torch.device("cpu"))
-        self._device_flag = bool(getattr(optimizer, "_step_supports_amp_scaling", False))
+        self._device_flag = _takes_found_inf(optimizer)
         self._step = 0
         self._hidden: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._found_inf_set = False
@@ -161,3 +162,11 @@ class Guard:
     def _has_scaler_attrs(self) -> bool:
         """GradScaler (or someone) already lent the optimizer a found_inf/grad_scale: leave them."""
         return "found_inf" in self.optimizer.__dict__ or "grad_scale" in self.optimizer.__dict__
+
+
+def _takes_found_inf(optimizer: torch.optim.Optimizer) -> bool:
+    """torch's fused optimizers read `optimizer.found_inf` (GradScaler's protocol) when every param
+    group is fused; a non-fused group would refuse it, and a `step(grad_scaler=)` optimizer ignores it."""
+    return (bool(getattr(optimizer, "_step_supports_amp_scaling", False))
+            and all(g.get("fused") for g in optimizer.param_groups)
+            and "grad_scaler" not in inspect.signature(optimizer.step).parameters)

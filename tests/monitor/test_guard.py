@@ -62,6 +62,7 @@ def test_trellis162_skip_undoes_every_step_and_max_skips_stops(record_path, watc
     assert [(s.step, s.skipped, s.skip_reason) for s in h.steps] == [(i, True, "nonfinite_update") for i in (1, 2, 3)]
     assert h.steps[0].param_nonfinite > 0  # the rows show the update as computed, before the undo
     assert [(e.step, e.detail["reason"]) for e in h.events if e.kind == "guard_stop"] == [(3, "nonfinite_update")]
+    assert "adam_eps_underflow" in [f.code for f in monitor.diagnose(str(record_path))]
 
 
 def test_update_gone_nonfinite_restores_existing_state_exactly(watched):
@@ -241,3 +242,16 @@ def test_a_step_that_raises_leaves_nothing_lent_out(watched):
     assert not bitwise_equal(weights(model), before) and "found_inf" not in vars(opt)
     w.close()
     assert "found_inf" not in vars(opt) and "grad_scale" not in vars(opt)
+
+
+def test_warn_adds_no_hook_and_skip_removes_its_own(watched):
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    hooks = lambda: (len(opt._optimizer_step_pre_hooks), len(opt._optimizer_step_post_hooks))  # noqa: E731
+    w = watched(model, opt, on_nonfinite="warn")
+    assert hooks() == (1, 1)  # the watcher's own, nothing for the guard
+    w.close()
+    w = watched(model, opt, on_nonfinite="skip")
+    assert hooks() == (2, 2)
+    w.close()
+    assert hooks() == (0, 0)
