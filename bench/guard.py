@@ -76,8 +76,8 @@ def time_variant(device: torch.device, setup: tuple[torch.dtype, bool], options:
             times.append(time.perf_counter() - t0)
     undo, guard_s = 0, 0.0
     if w is not None:
-        if w._guard is not None:
-            undo, guard_s = w._guard.guard.undo_bytes, w._guard.seconds / (steps + 3)
+        if w._nonfinite_guard is not None:
+            undo, guard_s = w._nonfinite_guard.guard.undo_bytes, w._nonfinite_guard.seconds / (steps + 3)
         w.close()
     return times, guard_s, undo
 
