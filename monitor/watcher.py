@@ -74,7 +74,7 @@ class Watcher:
                  rank: int | None = None, port: int | None = 9108, host: str = "127.0.0.1",
                  record: str | os.PathLike[str] | None = None, max_layers: int = 512,
                  group_depth: int | None = None, update_ratio: bool = True,
-                 targets_dir: str | os.PathLike[str] | None = None) -> None:
+                 targets_dir: str | os.PathLike[str] | None = None, step_pre_hook: bool = True) -> None:
         check_args(model, optimizer, scaler, loss_scale, every, port, host, max_layers)
         self.model, self.optimizer, self.every = model, optimizer, every
         self.run, self.rank = default_run(run), default_rank(rank)
@@ -102,8 +102,9 @@ class Watcher:
         self.tracker.start_run(self.info, self.preflight)
         self._scaler_tap = GradScalerTap(scaler, self._on_scaler_update) if self._kind == "grad_scaler" else None
         self._custom = CustomScaleTap(loss_scale) if loss_scale is not None else None
+        # step_pre_hook=False: the caller calls before_optimizer_step() itself (optimizer.step(closure) loops)
         self._handles = [
-            optimizer.register_step_pre_hook(self._pre_step),
+            *([optimizer.register_step_pre_hook(self._pre_step)] if step_pre_hook else []),
             optimizer.register_step_post_hook(self._post_step),
             optimizer.register_load_state_dict_post_hook(self._on_load_state_dict),
             *(m.register_forward_pre_hook(self._pre_forward) for m in entry_modules(model)),
@@ -156,6 +157,16 @@ class Watcher:
         if not self._iteration_open and self._last_was_skip:
             return
         self._skipped("user")
+
+    def before_optimizer_step(self) -> None:
+        """The iteration's gradients are final and the update is about to run: what the optimizer's step
+        pre-hook does, for a watcher made with `step_pre_hook=False`.
+
+        For loops that run forward and backward inside `optimizer.step(closure)` (Lightning without a
+        GradScaler), where the pre-hook fires before the gradients exist. Call it once per update,
+        after the closure's backward and before the parameters change."""
+        if not self._closed:
+            self._pre_step(self.optimizer, (), {})
 
     def history(self) -> History:
         """Everything observed so far (bounded in memory; the run record keeps it all)."""
@@ -399,7 +410,8 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any = None
     are taken to carry that scale, otherwise gradients are taken as unscaled at `optimizer.step()`.
     every: sample every N optimizer steps. port: 9108 by default, 0 for any free port, None for no
     endpoint. record: path of the SQLite run record, or None. Extra keyword options: max_layers,
-    group_depth, update_ratio, targets_dir (Prometheus file_sd folder; env SLATMON_TARGETS_DIR).
+    group_depth, update_ratio, targets_dir (Prometheus file_sd folder; env SLATMON_TARGETS_DIR),
+    step_pre_hook (False: call `before_optimizer_step()` yourself; see there).
     Set SLATMON_DISABLE=1 to turn every hook off (returns a Watcher that records nothing).
     """
     if os.environ.get("SLATMON_DISABLE") == "1":
