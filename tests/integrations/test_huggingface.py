@@ -67,12 +67,17 @@ def dataset(n: int = 8 * STEPS) -> list[dict[str, torch.Tensor]]:
     return [{"x": x[i], "labels": y[i]} for i in range(n)]
 
 
-def train(tmp_path, model: nn.Module, callbacks=(), **args):
+def train(tmp_path, model: nn.Module, callbacks=(), scaler=None, **args):
+    """A real Trainer on the CPU. `scaler`: a GradScaler handed to the accelerator before train() - on the
+    CPU accelerate makes none for fp16=True; everything after (accelerate's backward, its optimizer
+    wrapper's scaler.step/update and skip detection) is accelerate's own code."""
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path), max_steps=STEPS, per_device_train_batch_size=8, learning_rate=1e-2,
         max_grad_norm=0.5, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, seed=0,
         disable_tqdm=True, dataloader_num_workers=0, **args)
     trainer = transformers.Trainer(model=model, args=args, train_dataset=dataset(), callbacks=list(callbacks))
+    if scaler is not None:
+        trainer.accelerator.scaler = scaler
     trainer.train()
     return trainer
 
@@ -96,6 +101,43 @@ def test_hf_run_bitwise_identical_and_right(tmp_path, optim):
     assert any(n > 0.5 * 1.01 for n in logged)  # clipping really happened
     assert hooks_left([seen], [trainer.optimizer.optimizer]) == 0 and cb.watcher is None
     assert isinstance(monitor.diagnose(str(tmp_path / "hf.db")), list)
+
+
+class SkipsSeen(transformers.TrainerCallback):
+    """accelerate's own account of which updates the GradScaler skipped. Under a fused optimizer it
+    misses them (GradScaler calls the fused step, whose kernel skips on found_inf), so the Trainer
+    even steps its LR schedule: this is not the truth, only compared where it holds."""
+
+    def __init__(self) -> None:
+        self.skipped: list[int] = []
+
+    def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        if optimizer.step_was_skipped:
+            self.skipped.append(state.global_step + 1)
+
+
+@pytest.mark.parametrize("optim", ["adamw_torch", "adamw_torch_fused"])
+def test_fp16_gradscaler_skip_counted_and_identical(tmp_path, optim):
+    def scaler():
+        return torch.amp.GradScaler("cpu", init_scale=2.0**8)
+
+    plain = Regressor(nan_at=3)
+    train(tmp_path / "plain", plain, scaler=scaler(), fp16=True, optim=optim)
+    model, accelerate_says, cb = Regressor(nan_at=3), SkipsSeen(), SlatMonitorCallback(port=None)
+    trainer = train(tmp_path / "seen", model, [accelerate_says, cb], scaler=scaler(), fp16=True, optim=optim)
+    # truth: a GradScaler skips exactly the updates whose gradients are non-finite (the Trainer's own
+    # pre-clip grad_norm, from torch's clip_grad_norm_)
+    truth = [i + 1 for i, r in enumerate(r for r in trainer.state.log_history if "grad_norm" in r)
+             if not math.isfinite(r["grad_norm"])]
+    assert truth == [3]
+    if optim == "adamw_torch":
+        assert accelerate_says.skipped == truth
+    steps = sorted(cb.last_watcher.history().steps, key=lambda s: s.step)
+    assert [s.step for s in steps if s.skipped] == truth and steps[2].skip_reason == "scaler"
+    assert [s.loss_scale for s in steps] == [256.0, 256.0, 128.0, 128.0, 128.0, 128.0]
+    assert all(math.isfinite(s.loss) for s in steps if not s.skipped)
+    assert_bitwise_equal(dict(plain.named_parameters()), dict(model.named_parameters()))
+    assert hooks_left([model], [trainer.optimizer.optimizer], trainer.accelerator.scaler) == 0
 
 
 def test_nan_loss_is_counted_although_the_trainer_log_hides_it(tmp_path):
