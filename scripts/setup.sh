@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything slat-monitor's demo and tests need on a fresh Debian machine, idempotently:
 # Debian packages (Prometheus, Alertmanager, Chromium) when run as root, and a virtual environment
-# in .venv with the CPU build of PyTorch (constraints-cpu.txt). On a GPU machine with its own torch,
+# in .venv with the CPU build of PyTorch (constraints-cpu.txt) and every extra the tests use (Lightning and
+# Hugging Face included, for tests/integrations). On a GPU machine with its own torch,
 # set SLATMON_KEEP_TORCH=1 to install without the CPU pin into the current interpreter's venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,5 +30,5 @@ PY=${PYTHON:-python3}
 constraint=(-c constraints-cpu.txt)
 [ "${SLATMON_KEEP_TORCH:-0}" = 1 ] && constraint=()
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q "${constraint[@]}" -e ".[trainer,ops,dashboard,test]"
+.venv/bin/python -m pip install -q "${constraint[@]}" -e ".[trainer,ops,dashboard,lightning,huggingface,test]"
 echo "setup: ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
