@@ -13,8 +13,13 @@ Where the step is seen: with a GradScaler Lightning runs forward/backward first,
 counted at `scaler.update()`. Without one, Lightning calls `optimizer.step(closure)` and the forward
 and backward run inside it, after the optimizer's pre-hook: the watcher is then made with
 `step_pre_hook=False` and told at `on_before_optimizer_step`, which Lightning calls after the closure's
-backward, before the update. The loss comes from `on_before_backward` (undone by
-`accumulate_grad_batches`, so the step's loss is the mean of the training_step losses).
+backward, before the update (and before Lightning's own gradient clipping, which runs next inside
+the same closure: with `gradient_clip_val` and no GradScaler, the `grad_norm_applied` recorded is
+the norm before clipping; the per-layer and global norms are always before clipping). A
+`training_step` that returns None (Lightning then skips the backward) is recorded as a skipped
+step. The loss comes from `on_before_backward` (the GradScaler's
+scale and the division by `accumulate_grad_batches` undone, so the step's loss is the mean of the
+training_step losses).
 
 Findings go to the trainer's loggers (`slatmon/findings_critical`, `slatmon/findings_warning`,
 `slatmon/skipped_steps`, `slatmon/finding/<code>` = its first step) at the end of each training
@@ -77,6 +82,8 @@ class SlatMonitorCallback(pl.Callback):
         self._optimizer: torch.optim.Optimizer | None = None
         self._external_step = False
         self._loss_factor = 1
+        self._backward_seen = False  # a backward ran since the last update
+        self._scaler: Any = None
 
     # -- attach / detach -----------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -85,7 +92,7 @@ class SlatMonitorCallback(pl.Callback):
             raise ConfigError(f"SlatMonitorCallback(): optimizer={self.optimizer_index} but the trainer has "
                               f"{len(trainer.optimizers)} optimizer(s)")
         self._optimizer = trainer.optimizers[self.optimizer_index]
-        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        scaler = self._scaler = getattr(trainer.precision_plugin, "scaler", None)
         self._external_step = scaler is None  # optimizer.step(closure): backward runs after the pre-hook
         self._loss_factor = trainer.accumulate_grad_batches if pl_module.automatic_optimization else 1
         self.watcher = self.last_watcher = watch(_watched_module(pl_module), self._optimizer, scaler=scaler,
@@ -109,12 +116,29 @@ class SlatMonitorCallback(pl.Callback):
 
     # -- the iteration ---------------------------------------------------------------------------
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
+        self._backward_seen = True
         if self.watcher is not None:
-            self.watcher.observe_loss(loss.detach() * self._loss_factor if self._loss_factor != 1 else loss)
+            self.watcher.observe_loss(self._unscaled(loss))
+
+    def _unscaled(self, loss: torch.Tensor) -> torch.Tensor:
+        """The training_step's loss: Lightning hands this hook the loss already multiplied by the GradScaler's
+        scale (a power of two: dividing is exact; the scale is read on the device, no sync) and divided
+        by accumulate_grad_batches."""
+        scale = getattr(self._scaler, "_scale", None) if self._scaler is not None else None
+        if isinstance(scale, torch.Tensor):
+            loss = loss.detach() / scale.to(loss.device)
+        return loss.detach() * self._loss_factor if self._loss_factor != 1 else loss
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:
-        if self.watcher is not None and self._external_step and optimizer is self._optimizer:
+        if self.watcher is None or optimizer is not self._optimizer:
+            return
+        backward, self._backward_seen = self._backward_seen, False
+        if not backward and pl_module.automatic_optimization:
+            # training_step returned None: Lightning skips the backward and (with a GradScaler) the
+            # update; without one it calls step() with no gradients. Either way: a skipped step.
+            self.watcher.step_skipped()
+        elif self._external_step:
             self.watcher.before_optimizer_step()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

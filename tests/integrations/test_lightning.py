@@ -134,6 +134,9 @@ def test_16_mixed_gradscaler_skips_are_counted(tmp_path):
     seen = [s.step for s in w.history().steps if s.skipped]
     assert seen == module.must_skip and w.counters.skipped_steps == len(module.must_skip)
     assert {s.skip_reason for s in w.history().steps if s.skipped} == {"scaler"}
+    steps = {s.step: s for s in w.history().steps}  # the loss as training_step returned it, not scaled
+    assert all(math.isclose(steps[i].loss, v, rel_tol=1e-6) for i, v in module.losses.items() if math.isfinite(v))
+    assert steps[1].loss_scale == 2.0**8
     assert_bitwise_equal({n: p.detach() for n, p in plain.named_parameters()},
                          {n: p.detach() for n, p in module.named_parameters()})
     assert hooks_left([module], trainer.optimizers, scaler) == 0
@@ -163,3 +166,30 @@ def test_gradient_accumulation_loss_is_the_mean_of_training_step_losses(tmp_path
 def test_bad_arguments_are_config_errors(kw, match):
     with pytest.raises(monitor.ConfigError, match=match):
         SlatMonitorCallback(**kw)
+
+
+class SkipsByItself(Tiny):
+    """training_step returns None on `none_at`: Lightning skips that backward (and the update)."""
+
+    def __init__(self, none_at: int, **kw) -> None:
+        super().__init__(**kw)
+        self.none_at = none_at
+
+    def training_step(self, batch, batch_idx):
+        return None if self.global_step + 1 == self.none_at else super().training_step(batch, batch_idx)
+
+
+@pytest.mark.parametrize("precision", ["32-true", "16-mixed"])
+def test_training_step_returning_none_is_a_skipped_step(tmp_path, precision):
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    plugins = [MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**8))] \
+        if precision == "16-mixed" \
+        else None
+    module, cb = SkipsByItself(none_at=3), SlatMonitorCallback(port=None)
+    trainer = fit(tmp_path, module, [cb], precision=precision, plugins=plugins)
+    steps = sorted(cb.last_watcher.history().steps, key=lambda s: s.step)
+    assert [s.step for s in steps] == list(range(1, trainer.global_step + 1))
+    assert [s.step for s in steps if s.skipped] == [3] and steps[2].skip_reason == "user"
+    assert 3 not in module.losses and all(math.isclose(steps[i - 1].loss, v, rel_tol=1e-6)
+                                          for i, v in module.losses.items())
