@@ -96,15 +96,15 @@ class SlatMonitorCallback(TrainerCallback):
         w = self.watcher
         if w is None or not module.training or not torch.is_grad_enabled():  # evaluation: not a training loss
             return
+        if isinstance(w, Watcher):  # (not SLATMON_DISABLE's stand-in) errors counted by the watcher, never raised
+            w._run_guarded(self._observe, w, output)
+
+    def _observe(self, w: Watcher, output: Any) -> None:
         loss = model_loss(output)
         if loss is None:
             return
         w.observe_loss(loss)
-        if hasattr(w, "_run_guarded"):
-            w._run_guarded(self._count, loss)
-
-    def _count(self, loss: torch.Tensor) -> None:
-        bad = (~torch.isfinite(loss.detach())).sum()
+        bad = (~torch.isfinite(loss.detach())).sum()  # on the device: no sync
         self._nonfinite = bad if self._nonfinite is None else self._nonfinite + bad
 
     @property

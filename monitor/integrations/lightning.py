@@ -117,8 +117,9 @@ class SlatMonitorCallback(pl.Callback):
     # -- the iteration ---------------------------------------------------------------------------
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
         self._backward_seen = True
-        if self.watcher is not None:
-            self.watcher.observe_loss(self._unscaled(loss))
+        w = self.watcher
+        if isinstance(w, Watcher):  # (not SLATMON_DISABLE's stand-in) errors counted by the watcher, never raised
+            w._run_guarded(lambda: w.observe_loss(self._unscaled(loss)))
 
     def _unscaled(self, loss: torch.Tensor) -> torch.Tensor:
         """The training_step's loss: Lightning hands this hook the loss already multiplied by the GradScaler's
@@ -146,7 +147,7 @@ class SlatMonitorCallback(pl.Callback):
 
     def _log_findings(self, trainer: pl.Trainer) -> None:
         w = self.watcher
-        if w is None or not hasattr(w, "counters"):  # closed, or SLATMON_DISABLE=1
+        if not isinstance(w, Watcher):  # closed, or SLATMON_DISABLE=1
             return
         findings = w.findings()
         metrics = findings_metrics(findings, w.counters.skipped_steps)

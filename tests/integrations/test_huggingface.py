@@ -7,16 +7,14 @@ import math
 
 import pytest
 import torch
+import transformers  # extra "huggingface" (scripts/setup.sh installs it)
 from torch import nn
 
-transformers = pytest.importorskip("transformers")
-pytest.importorskip("accelerate")
+import monitor
+from monitor.integrations.huggingface import SlatMonitorCallback
+from monitor.record import read_record
 
-import monitor  # noqa: E402
-from monitor.integrations.huggingface import SlatMonitorCallback  # noqa: E402
-from monitor.record import read_record  # noqa: E402
-
-from .common import assert_bitwise_equal, critical, hooks_left, needs_catch_all  # noqa: E402
+from .common import assert_bitwise_equal, critical, hooks_left, needs_catch_all
 
 STEPS = 6
 

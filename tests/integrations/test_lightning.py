@@ -6,17 +6,16 @@ from __future__ import annotations
 import csv
 import math
 
+import lightning.pytorch as pl  # extra "lightning" (scripts/setup.sh installs it)
 import pytest
 import torch
 from torch import nn
 
-pl = pytest.importorskip("lightning.pytorch")
+import monitor
+from monitor.integrations.lightning import SlatMonitorCallback
+from monitor.record import read_record
 
-import monitor  # noqa: E402
-from monitor.integrations.lightning import SlatMonitorCallback  # noqa: E402
-from monitor.record import read_record  # noqa: E402
-
-from .common import assert_bitwise_equal, critical, hooks_left  # noqa: E402
+from .common import assert_bitwise_equal, critical, hooks_left
 
 STEPS = 6
 
@@ -193,3 +192,11 @@ def test_training_step_returning_none_is_a_skipped_step(tmp_path, precision):
     assert [s.step for s in steps if s.skipped] == [3] and steps[2].skip_reason == "user"
     assert 3 not in module.losses and all(math.isclose(steps[i - 1].loss, v, rel_tol=1e-6)
                                           for i, v in module.losses.items())
+
+
+def test_kill_switch(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLATMON_DISABLE", "1")
+    module, cb = Tiny(), SlatMonitorCallback(port=None)
+    trainer = fit(tmp_path, module, [cb])
+    assert trainer.global_step == STEPS and cb.last_watcher.findings() == []
+    assert hooks_left([module], trainer.optimizers) == 0

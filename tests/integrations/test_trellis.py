@@ -140,3 +140,12 @@ def test_bad_trainer_is_a_config_error(change, match):
 def test_scaling_arguments_are_refused():
     with pytest.raises(monitor.ConfigError, match="scaler"):
         watch_trellis(StandInTrainer("amp", max_steps=1), port=None, scaler=None)
+
+
+def test_kill_switch_patches_nothing(monkeypatch):
+    monkeypatch.setenv("SLATMON_DISABLE", "1")
+    trainer = StandInTrainer(None, max_steps=3, bad_steps=(2,))
+    with watch_trellis(trainer, port=None) as w:
+        assert "run_step" not in vars(trainer) and "training_losses" not in vars(trainer)
+        trainer.run()
+    assert w.findings() == [] and trainer.truth.skipped == [2]
