@@ -65,8 +65,8 @@ def findings_metrics(findings: list[Finding], skipped_steps: int) -> dict[str, f
 
 class SlatMonitorCallback(pl.Callback):
     """`watch_options`: any `monitor.watch()` option but `scaler`, `loss_scale`, `step_pre_hook`
-    (taken from the trainer). `optimizer`: the index in `trainer.optimizers` to watch (one watcher per
-    callback; add one callback per optimizer, each with its own `record`/`port`, to watch several)."""
+    (taken from the trainer). `optimizer`: the index in `trainer.optimizers` to watch (one per callback).
+    `watcher` is the live Watcher while training; `last_watcher` stays after it closed."""
 
     def __init__(self, optimizer: int = 0, **watch_options: Any) -> None:
         for arg in ("scaler", "loss_scale", "step_pre_hook"):
