@@ -1,4 +1,4 @@
-"""Monitor overhead, side by side in one run: unwatched vs watched (every=1, every=10, no update ratio).
+"""Monitor overhead, side by side in one run: unwatched vs watched (every=1, every=10, no update ratio, guard).
 
     python bench/overhead.py [--workload mlp|slat] [--steps 30] [--rounds 3] [--device auto]
 
@@ -24,6 +24,7 @@ VARIANTS: dict[str, dict | None] = {
     "watch every=1": {"every": 1},
     "watch every=10": {"every": 10},
     "watch every=1, update_ratio=False": {"every": 1, "update_ratio": False},
+    "watch every=10, on_nonfinite=skip": {"every": 10, "on_nonfinite": "skip"},  # the guard (bench/guard.py)
 }
 
 

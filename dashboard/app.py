@@ -25,7 +25,7 @@ from dashboard import charts, frames  # noqa: E402
 from dashboard.cache import cached_layer_frame, cached_load, cached_runs, cached_worst, clear_all, stamp_of  # noqa: E402
 from dashboard.findings_view import render_findings  # noqa: E402
 from dashboard.mdtext import escape  # noqa: E402
-from dashboard.sources import Loaded, Source, SourceProblem, defaults, parse_rank  # noqa: E402
+from dashboard.sources import Loaded, Source, SourceProblem, defaults, parse_rank, worst_first  # noqa: E402
 from dashboard.summary import run_facts, status, status_line  # noqa: E402
 
 log = logging.getLogger("dashboard")
@@ -34,19 +34,29 @@ BANNERS = {"critical": st.error, "warning": st.warning, "info": st.info, "health
 
 
 def _pick_run(initial: Source, url: str, lookback: str) -> tuple[str | None, int | None]:
-    """Run and rank: drop-downs of what Prometheus holds (plus the linked ones), text fields when unknown."""
-    runs = cached_runs(url, lookback)
-    names = sorted({r for r, _ in runs} | ({initial.run} if initial.run else set()))
+    """Run and rank: drop-downs of what Prometheus holds (plus the linked ones), each with its status,
+    the worst preselected unless a link names one; text fields when Prometheus cannot say."""
+    statuses = cached_runs(url, lookback)
+    order = worst_first(statuses)
+    names = list(dict.fromkeys([r for r, _ in order] + ([initial.run] if initial.run else [])))
     if not names:
         run = st.sidebar.text_input("Run", value=initial.run or "", key="run_text") or None
         return run, parse_rank(st.sidebar.text_input("Rank", value=str(initial.rank or ""), key="rank_text"))
+    run_status: dict[str, str] = {}
+    for key in order:  # worst first: a run's status is its worst rank's
+        run_status.setdefault(key[0], statuses[key])
+    if len(names) > 1:
+        listed = ", ".join(f"{n} ({run_status.get(n, 'not reporting')})" for n in names)
+        st.sidebar.caption(escape(f"{len(names)} runs in Prometheus, worst first: {listed}"))
     run = st.sidebar.selectbox("Run", names, index=names.index(initial.run) if initial.run in names else 0,
-                               key="run_pick")
-    ranks = sorted({k for r, k in runs if r == run} | ({initial.rank} if run == initial.run and
-                                                      initial.rank is not None else set()))
+                               format_func=lambda n: f"{n} - {run_status.get(n, 'not reporting')}", key="run_pick")
+    ranks = [k for r, k in order if r == run]
+    if run == initial.run and initial.rank is not None and initial.rank not in ranks:
+        ranks.append(initial.rank)
     if not ranks:
         return run, None
     rank = st.sidebar.selectbox("Rank", ranks, index=ranks.index(initial.rank) if initial.rank in ranks else 0,
+                                format_func=lambda k: f"{k} - {statuses.get((run, k), 'not reporting')}",
                                 key="rank_pick")
     return run, rank
 

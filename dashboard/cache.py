@@ -24,7 +24,7 @@ def cached_load(source: Source, stamp: float) -> Loaded:
 
 
 @st.cache_data(ttl=10, show_spinner=False, max_entries=16)
-def cached_runs(url: str, lookback: str) -> list[tuple[str, int]]:
+def cached_runs(url: str, lookback: str) -> dict[tuple[str, int], str]:
     return prometheus_runs(url, lookback)
 
 

@@ -24,7 +24,8 @@ from monitor.errors import SlatMonitorError
 from monitor.findings import Finding
 from monitor.history import History
 
-__all__ = ["ENV", "Loaded", "Source", "SourceProblem", "defaults", "load", "parse_rank", "prometheus_runs"]
+__all__ = ["ENV", "Loaded", "Source", "SourceProblem", "defaults", "load", "parse_rank", "prometheus_runs",
+           "worst_first"]
 
 RECORD, PROMETHEUS = "record", "prometheus"
 ENV = {"record": "SLATMON_RECORD", "prometheus": "SLATMON_PROMETHEUS", "run": "SLATMON_RUN",
@@ -160,13 +161,21 @@ def load(source: Source) -> Loaded:
     return Loaded(source=source, history=history, findings=run_rules(history), notes=notes)
 
 
-def prometheus_runs(url: str, lookback: str = DEFAULT_LOOKBACK) -> list[tuple[str, int]]:
-    """(run, rank) pairs Prometheus at `url` holds, or [] when it cannot say (load() reports why)."""
-    from monitor.sources.prometheus import list_runs
+def prometheus_runs(url: str, lookback: str = DEFAULT_LOOKBACK) -> dict[tuple[str, int], str]:
+    """{(run, rank): status} of the runs Prometheus at `url` holds (status: the worst severity its
+    watcher reports, or "healthy"), or {} when it cannot say (load() reports why)."""
+    from monitor.sources.prometheus import run_statuses
 
     if not url.startswith(("http://", "https://")):
-        return []
+        return {}
     try:
-        return list_runs(url, lookback or DEFAULT_LOOKBACK, timeout=5.0)
+        return run_statuses(url, lookback or DEFAULT_LOOKBACK, timeout=5.0)
     except (SlatMonitorError, OSError, ValueError):
-        return []
+        return {}
+
+
+def worst_first(statuses: dict[tuple[str, int], str]) -> list[tuple[str, int]]:
+    """(run, rank) pairs, the worst status first, then by name."""
+    from monitor.sources.prometheus import STATUS_ORDER
+
+    return sorted(statuses, key=lambda k: (STATUS_ORDER.index(statuses[k]), k))

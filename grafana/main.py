@@ -16,11 +16,11 @@ from grafana_foundation_sdk.models.dashboard import VariableRefresh, VariableSor
 from monitor.ops.ids import DASHBOARD_UID, DATASOURCE_UID
 
 from .common import Ctx
-from .rows import findings, layers, optimizer, training
+from .rows import findings, layers, optimizer, ranks, training
 
 __all__ = ["ROWS", "build_dashboards", "training_health"]
 
-ROWS = (training, layers, optimizer, findings)
+ROWS = (training, ranks, layers, optimizer, findings)
 
 
 def _variable(name: str, query: str, ctx: Ctx) -> dashboard.QueryVariable:

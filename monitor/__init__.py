@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from .diagnosis import diagnose
-from .errors import ConfigError, RecordError, SlatMonitorError, SourceError
+from .errors import ConfigError, GuardStop, RecordError, SlatMonitorError, SourceError
 from .findings import Finding, Fix
 from .history import Event, History
 from .replay import localize
@@ -20,6 +20,7 @@ __all__ = [
     "Event",
     "Finding",
     "Fix",
+    "GuardStop",
     "History",
     "RecordError",
     "SlatMonitorError",

@@ -55,7 +55,7 @@ class OutputProbe:
         self._grad_hook = guard(self._grad)
         self._queued = False
         self.count: torch.Tensor | None = None
-        hook = guard(self._forward)
+        hook = torch.compiler.disable(guard(self._forward))  # eager even on a torch.compile'd module
         self._handles = [m.register_forward_hook(hook) for m in entry_modules(model)]
 
     def _forward(self, module: nn.Module, inputs: Any, output: Any) -> None:

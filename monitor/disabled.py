@@ -12,6 +12,7 @@ __all__ = ["DisabledWatcher"]
 
 class DisabledWatcher:
     url = None
+    record_path = None
 
     def __init__(self, model: Any, optimizer: Any) -> None:
         self.model, self.optimizer = model, optimizer

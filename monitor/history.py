@@ -58,6 +58,10 @@ class RunInfo:
     layers: dict[str, LayerInfo] = field(default_factory=dict)
     every: int = 1
     started: float = 0.0
+    local_rank: int = 0  # multi-process jobs (torch.distributed / torchrun): see monitor/distributed.py
+    world_size: int = 1
+    run_id: str = ""  # TORCHELASTIC_RUN_ID
+    restart_count: int = 0  # TORCHELASTIC_RESTART_COUNT
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ class StepObs:
     step: int
     time: float = 0.0
     sampled: bool = True  # per-layer statistics were computed for this step
-    skipped: bool = False  # the optimizer step did not run (loss scaler found inf/NaN, ...)
+    skipped: bool = False  # the update was not applied (loss scaler found inf/NaN, the loop, or the guard)
     skipped_total: int = 0
     loss: float | None = None  # mean of the losses observed in the iteration (every micro-batch)
     loss_scale: float | None = None
@@ -75,7 +79,10 @@ class StepObs:
     param_nonfinite: int | None = None  # elements after the update, all layers
     lr: tuple[float, ...] = ()
     eps: tuple[float | None, ...] = ()
-    skip_reason: str | None = None  # "scaler", "loss_scale" (a hand-made scale fell), "user" (step_skipped())
+    # why a skipped step was skipped: "scaler", "loss_scale" (a hand-made scale fell), "user"
+    # (step_skipped()), or the guard's "nonfinite_grad" / "nonfinite_update"; a sampled skipped
+    # step's rows show the update as computed
+    skip_reason: str | None = None
 
 
 @dataclass(frozen=True)

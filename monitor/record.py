@@ -85,6 +85,14 @@ class RecordWriter:
     def put_events(self, events: list[Event]) -> None:
         self._queue.put(("events", events))
 
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything queued so far is committed (False on timeout or a dead writer)."""
+        if not self._thread.is_alive():
+            return False
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout)
+
     def close(self, timeout: float = 10.0) -> None:
         """Flush what is queued and stop the thread. Idempotent."""
         if self._thread.is_alive():
@@ -100,11 +108,14 @@ class RecordWriter:
                 except queue.Empty:
                     break
             stop = any(item is _STOP for item in batch)
+            flushed = [item for item in batch if isinstance(item, threading.Event)]
             try:
-                self._write([item for item in batch if item is not _STOP])
+                self._write([item for item in batch if item is not _STOP and not isinstance(item, threading.Event)])
             except Exception:
                 self.errors += 1
                 log.exception("slat-monitor: writing the run record %s failed", self.path)
+            for done in flushed:  # committed (or failed and logged): release flush()
+                done.set()
             if stop:
                 self._conn.close()
                 return

@@ -82,6 +82,11 @@ class StepSampler:
     def pending(self) -> bool:
         return self._batch is not None
 
+    @property
+    def step(self) -> int:
+        """The step of the pending (or last) sample."""
+        return self._step
+
     def capture(self, grads_scaled_by: torch.Tensor | float = 1.0) -> None:
         """At the end of a backward pass (OutputProbe): the per-layer gradient statistics as backward
         left them, before clipping or unscaling. A later capture in the same iteration (gradient

@@ -39,3 +39,5 @@ class Snapshot:
     param_nonfinite_first: dict[str, int] | None = None
     lr: tuple[float, ...] = ()
     eps: tuple[float | None, ...] = ()
+    # NaN+Inf elements of the entry outputs in the last step seen (sampled or skipped), when checked
+    output_nonfinite: int | None = None

@@ -77,13 +77,16 @@ class Tracker:
         return self._force_sample or (step - 1) % self.every == 0
 
     def sampled_step(self, s: SampledStep, info: RunInfo, lr: tuple[float, ...],
-                     eps: tuple[float | None, ...]) -> None:
-        """A sampled step; `lr` / `eps` per param group as in effect for that step."""
+                     eps: tuple[float | None, ...], skip_reason: str | None = None) -> None:
+        """A sampled step; `lr` / `eps` per param group as in effect for that step; `skip_reason` when
+        the guard kept it out of the weights (the rows show the update as the optimizer computed it,
+        before the undo)."""
         rows = self._merge_activations(s.step, list(s.rows))
-        obs = StepObs(step=s.step, time=self.counters.time, sampled=True, skipped=False,
+        obs = StepObs(step=s.step, time=self.counters.time, sampled=True, skipped=skip_reason is not None,
                       skipped_total=self.counters.skipped_steps, loss=s.loss, loss_scale=s.loss_scale,
                       grad_norm_total=s.grad_norm_total, grad_norm_applied=s.grad_norm_applied,
-                      grad_nonfinite=s.grad_nonfinite, param_nonfinite=s.param_nonfinite, lr=lr, eps=eps)
+                      grad_nonfinite=s.grad_nonfinite, param_nonfinite=s.param_nonfinite, lr=lr, eps=eps,
+                      skip_reason=skip_reason)
         events = self._nonfinite_events(s, rows)
         self._append(obs, rows, events)
         first = self.snapshot.param_nonfinite_first
@@ -91,8 +94,10 @@ class Tracker:
             first = None
         elif first is None:
             first = {r.layer: r.param_nonfinite or 0 for r in rows if r.param_nonfinite is not None}
+        out = next((r.activation_nonfinite for r in rows if r.layer == ROOT), None)
         self.snapshot = Snapshot(run=self.run, rank=self.rank, last=obs, loss=s.loss, rows=tuple(rows),
-                                 layer_info=dict(info.layers), param_nonfinite_first=first, lr=lr, eps=eps)
+                                 layer_info=dict(info.layers), param_nonfinite_first=first, lr=lr, eps=eps,
+                                 output_nonfinite=out)
 
     def skipped_step(self, step: int, scale: float | None, loss: float | None, output_nonfinite: int | None,
                      reason: str, lr: tuple[float, ...]) -> None:
@@ -110,8 +115,16 @@ class Tracker:
             self._seen.add("loss")
             events.append(Event(step, "nonfinite", None, "loss", {"value": str(loss), "skipped": True}))
         self._append(obs, self._merge_activations(step, rows), events)
+        self.snapshot = dataclasses.replace(self.snapshot, loss=loss, output_nonfinite=output_nonfinite)
         self._arm()
         self._force_sample = True
+
+    def guard_stopped(self, step: int, reason: str, finding: str | None, message: str) -> None:
+        """The guard stopped training: an event, and the record flushed before the exception leaves."""
+        self._record_events([Event(step, "guard_stop", None, None,
+                                   {"reason": reason, "finding": finding, "message": message})])
+        if self._writer is not None:
+            self._writer.flush()
 
     # -- localisation -------------------------------------------------------------------
     def resolve_localization(self, step: int) -> None:
@@ -194,6 +207,10 @@ class Tracker:
 
             self._cache = (version, run_rules(self.history(info, preflight)))
         return list(self._cache[1])
+
+    def events(self) -> list[Event]:
+        """A copy of the events kept so far (any thread)."""
+        return list(self._events)
 
     def discard_record(self) -> None:
         """Delete the record this tracker created (only used when watch() itself failed)."""

@@ -17,6 +17,7 @@ swallowed: training goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -28,8 +29,11 @@ import torch
 from torch import nn
 
 from .capture import OutputProbe, entry_modules
-from .config import check_args, default_rank, default_run
+from .config import DEFAULT_PORT, DefaultPort, check_args, check_guard, default_run
+from .distributed import default_port, detect, record_path
+from .errors import ConfigError
 from .findings import Finding
+from .guard.hooks import GuardHooks
 from .history import History, RunInfo
 from .layers import LayerMap
 from .preflight import describe, lint
@@ -71,13 +75,22 @@ class Watcher:
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, scaler: Any = None,
                  loss_scale: Callable[[], float] | None = None, every: int = 1, run: str | None = None,
-                 rank: int | None = None, port: int | None = 9108, host: str = "127.0.0.1",
+                 rank: int | None = None, port: int | None = DEFAULT_PORT, host: str = "127.0.0.1",
                  record: str | os.PathLike[str] | None = None, max_layers: int = 512,
                  group_depth: int | None = None, update_ratio: bool = True,
-                 targets_dir: str | os.PathLike[str] | None = None, step_pre_hook: bool = True) -> None:
-        check_args(model, optimizer, scaler, loss_scale, every, port, host, max_layers)
+                 targets_dir: str | os.PathLike[str] | None = None, export_layers: str = "auto",
+                 on_nonfinite: str = "warn", max_skips: int | None = None,
+                 checkpoint: Callable[[dict[str, Any]], Any] | None = None, step_pre_hook: bool = True) -> None:
+        check_args(model, optimizer, scaler, loss_scale, every, port, host, max_layers, export_layers)
+        check_guard(on_nonfinite, max_skips, checkpoint)
+        if not step_pre_hook and on_nonfinite != "warn":  # the guard acts in the optimizer's own pre-hook
+            raise ConfigError(f"watch(): on_nonfinite={on_nonfinite!r} needs the optimizer's step pre-hook; "
+                              "use on_nonfinite='warn' with step_pre_hook=False")
+        self._export_layers = export_layers
         self.model, self.optimizer, self.every = model, optimizer, every
-        self.run, self.rank = default_run(run), default_rank(rank)
+        self.dist = detect(rank)  # rank, local rank, world size, torchrun run id (no collective)
+        self.run, self.rank = default_run(run, run_id=self.dist.run_id), self.dist.rank
+        self.record_path = record_path(record, self.dist)  # one file per rank in a multi-process job
         self.counters = Counters()
         self._closed = False
         self._errors_logged = 0
@@ -86,6 +99,7 @@ class Watcher:
         self._iteration_lr: tuple[float, ...] | None = None  # lr when the iteration under way began
         self._step_lr: tuple[float, ...] = ()
         self._last_was_skip = False
+        self._step_loss: torch.Tensor | None = None  # the loss of the step under way (for the guard)
         self._described_after_step = False
         self._autocast: str | None = None
         self._device_type = next((p.device.type for p in model.parameters()), "cpu")
@@ -98,16 +112,20 @@ class Watcher:
         self.preflight = lint(self.info)
         # may refuse the record path: before anything is hooked
         self.tracker = Tracker(run=self.run, rank=self.rank, every=every, counters=self.counters, model=model,
-                               record=record, guard=self._guard)
+                               record=self.record_path, guard=self._guard)
         self.tracker.start_run(self.info, self.preflight)
         self._scaler_tap = GradScalerTap(scaler, self._on_scaler_update) if self._kind == "grad_scaler" else None
         self._custom = CustomScaleTap(loss_scale) if loss_scale is not None else None
+        self._nonfinite_guard = (None if on_nonfinite == "warn" else
+                                 GuardHooks(self, on_nonfinite, max_skips, checkpoint))
         # step_pre_hook=False: the caller calls before_optimizer_step() itself (optimizer.step(closure) loops)
         self._handles = [
             *([optimizer.register_step_pre_hook(self._pre_step)] if step_pre_hook else []),
+            *(self._nonfinite_guard.register() if self._nonfinite_guard else []),  # after _pre_step, before _post_step
             optimizer.register_step_post_hook(self._post_step),
             optimizer.register_load_state_dict_post_hook(self._on_load_state_dict),
-            *(m.register_forward_pre_hook(self._pre_forward) for m in entry_modules(model)),
+            # torch.compile traces hooks on an OptimizedModule: ours run eagerly, outside the graph
+            *(m.register_forward_pre_hook(torch.compiler.disable(self._pre_forward)) for m in entry_modules(model)),
         ]
         self._output = OutputProbe(model, lambda: self.tracker.will_sample(self.counters.step + 1),
                                    self._backward_end, self._guard)
@@ -192,6 +210,8 @@ class Watcher:
         for h in self._handles:
             h.remove()
         self._handles = []
+        if self._nonfinite_guard is not None:
+            self._nonfinite_guard.remove()
         self._output.remove()
         if self._scaler_tap is not None:
             self._scaler_tap.remove()
@@ -233,7 +253,7 @@ class Watcher:
         step = self._advance()
         self._step_lr = self._iteration_lr or _lrs(optimizer)
         self.tracker.resolve_localization(step)
-        loss = self._take_loss()
+        loss = self._step_loss = self._take_loss()
         if self.tracker.should_sample(step):
             scale, divisor = self._scale_now(optimizer)
             self._sampler.begin(step, loss, scale, divisor, self._output.take())
@@ -245,6 +265,20 @@ class Watcher:
     def _post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self._sampler.pending and not self._sampler.master:
             self._finish_pending()
+
+    def _guard_skipped(self, step: int, reason: str) -> None:
+        """The guard kept `step` out of the weights (called before it undoes anything): count it like a
+        scaler skip, at its own step number; a pending sample of that step is finished now, so its rows
+        show the update as computed."""
+        self.counters.skipped_steps += 1
+        self._last_was_skip = True
+        if self._sampler.pending and self._sampler.step == step:
+            self._finish_pending(skip_reason=reason)
+            return
+        current = step == self.counters.step  # a verdict read one step late has no loss of its own
+        loss = self._step_loss if current else None
+        value = None if loss is None else float(loss)  # syncs; skips are rare
+        self.tracker.skipped_step(step, self._scale_value(), value, None, reason, self._step_lr)
 
     @_guarded
     def _pre_forward(self, module: nn.Module, args: Any) -> None:
@@ -342,7 +376,7 @@ class Watcher:
             return self._custom.last
         return self.counters.loss_scale
 
-    def _finish_pending(self) -> None:
+    def _finish_pending(self, skip_reason: str | None = None) -> None:
         if self._sampler.pending:
             sample = self._sampler.finish()
             if sample is not None:
@@ -353,18 +387,23 @@ class Watcher:
                 if sample.loss_scale is not None:
                     self.counters.loss_scale = sample.loss_scale
                 self._last_was_skip = False
-                self.tracker.sampled_step(sample, self.info, self._step_lr, _eps(self.optimizer))
+                self.tracker.sampled_step(sample, self.info, self._step_lr, _eps(self.optimizer), skip_reason)
 
     def _describe(self) -> RunInfo:
-        return describe(self.model, self.optimizer, self.layers, scaler_kind=self._kind, run=self.run,
+        info = describe(self.model, self.optimizer, self.layers, scaler_kind=self._kind, run=self.run,
                         rank=self.rank, every=self.every, autocast=self._autocast)
+        d = self.dist
+        return dataclasses.replace(info, local_rank=d.local_rank, world_size=d.world_size, run_id=d.run_id,
+                                   restart_count=d.restart_count)
 
     def _serve(self, host: str, port: int, targets_dir: str | os.PathLike[str] | None) -> None:
         from .export.server import serve
 
+        chosen = not isinstance(port, DefaultPort)  # an explicit port fails when busy; the default falls back
         tracker = self.tracker
         self._server, self.url = serve(lambda: tracker.snapshot, lambda: self.counters, self._findings_for_scrape,
-                                       lambda: self.info, host, port)
+                                       lambda: self.info, host, port if chosen else default_port(self.dist),
+                                       events=tracker.events, fallback=not chosen, export_layers=self._export_layers)
         if targets_dir:  # file-based service discovery: Prometheus finds this run by itself
             from .ops.targets import register
 
@@ -401,17 +440,28 @@ class Watcher:
 
 def watch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any = None,
           loss_scale: Callable[[], float] | None = None, every: int = 1, run: str | None = None,
-          rank: int | None = None, port: int | None = 9108, host: str = "127.0.0.1",
-          record: str | os.PathLike[str] | None = None, **options: Any) -> Watcher:
+          rank: int | None = None, port: int | None = DEFAULT_PORT, host: str = "127.0.0.1",
+          record: str | os.PathLike[str] | None = None, *, on_nonfinite: str = "warn",
+          max_skips: int | None = None, checkpoint: Callable[[dict[str, Any]], Any] | None = None,
+          **options: Any) -> Watcher:
     """Watch `model` trained by `optimizer`; see README "Using the monitor" for every option.
 
     scaler: a torch.amp.GradScaler (or None). loss_scale: a callable returning a hand-made loss
     scale (e.g. `lambda: 2 ** trainer.log_scale`); under an fp32 master copy the model's `.grad`s
     are taken to carry that scale, otherwise gradients are taken as unscaled at `optimizer.step()`.
-    every: sample every N optimizer steps. port: 9108 by default, 0 for any free port, None for no
-    endpoint. record: path of the SQLite run record, or None. Extra keyword options: max_layers,
-    group_depth, update_ratio, targets_dir (Prometheus file_sd folder; env SLATMON_TARGETS_DIR),
-    step_pre_hook (False: call `before_optimizer_step()` yourself; see there).
+    every: sample every N optimizer steps. port: by default 9108 + LOCAL_RANK, or a free port (logged)
+    when that one is busy; an explicit number fails when busy; 0 for any free port, None for no
+    endpoint. record: path of the SQLite run record, or None; `{rank}` in it is replaced by the rank,
+    and in a job of several processes a path without it gets `.rank<N>` before its suffix.
+    Extra keyword options: max_layers, group_depth, update_ratio, targets_dir (Prometheus file_sd
+    folder; env SLATMON_TARGETS_DIR), export_layers ("auto": per-layer series grouped by block when
+    the job has more than 8 ranks, "full", "grouped"; the record always keeps every layer).
+    on_nonfinite: "warn" (default: only report), "skip" (a step with non-finite gradients, or whose
+    update made parameters/optimizer state non-finite, is kept out of the weights and counted as
+    skipped; after `max_skips` consecutive skips it stops) or "stop" (raise `monitor.GuardStop` out of
+    `optimizer.step()`, weights as before that step, after calling `checkpoint(last_good_state)`).
+    step_pre_hook: False for loops that run backward inside `optimizer.step(closure)`: then call
+    `before_optimizer_step()` yourself (see there); not with on_nonfinite="skip"/"stop".
     Set SLATMON_DISABLE=1 to turn every hook off (returns a Watcher that records nothing).
     """
     if os.environ.get("SLATMON_DISABLE") == "1":
@@ -419,4 +469,5 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any = None
 
         return DisabledWatcher(model, optimizer)  # type: ignore[return-value]
     return Watcher(model, optimizer, scaler=scaler, loss_scale=loss_scale, every=every, run=run, rank=rank,
-                   port=port, host=host, record=record, **options)
+                   port=port, host=host, record=record, on_nonfinite=on_nonfinite, max_skips=max_skips,
+                   checkpoint=checkpoint, **options)

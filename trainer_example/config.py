@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 __all__ = ["FAULTS", "MODEL_PRESETS", "PRECISIONS", "ModelConfig", "TrainConfig", "model_preset"]
 
 PRECISIONS: tuple[str, ...] = ("fp32", "inflat_all", "amp", "fp16-naive")
-FAULTS: tuple[str, ...] = ("none", "eps-underflow", "overflow", "loss-nan", "lr-spike", "underflow")
+FAULTS: tuple[str, ...] = ("none", "eps-underflow", "overflow", "loss-nan", "lr-spike", "underflow", "grad-corrupt")
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,10 @@ class TrainConfig:
     """One training run. `precision="auto"` picks the mode in which `fault` shows its signature
     (faults.FAULT_PRECISION); `eps=None` picks AdamW's eps (see `train.resolve_eps`).
 
-    Steps are counted from 1: `fault_step=k` corrupts the k-th iteration. `port=None` disables the
-    metrics endpoint of a watched run, 0 picks a free port. `model` overrides the preset `config`.
+    Steps are counted from 1: `fault_step=k` corrupts the k-th iteration; `fault_rank`: under torchrun,
+    only that rank injects the fault (None: every rank). `port=None` disables the
+    metrics endpoint of a watched run, 0 picks a free port, "auto" is monitor.watch's default.
+    `model` overrides the preset `config`.
     `track_stats`: the trainer's own per-step numerics (StepRecord); `track_update_ratio` also copies
     every parameter before each step to measure the update size (off for timing runs).
     `threads`: torch CPU threads during the run (restored after); None: 1 on the CPU, where the tiny
@@ -87,6 +89,7 @@ class TrainConfig:
     precision: str = "auto"
     fault: str = "none"
     fault_step: int = 10
+    fault_rank: int | None = None
     steps: int = 50
     lr: float = 1e-4
     eps: float | None = None
@@ -96,7 +99,7 @@ class TrainConfig:
     device: str = "auto"
     watch: bool = False
     record: str | None = None
-    port: int | None = 9108
+    port: int | str | None = "auto"  # "auto": the monitor's default (9108 + LOCAL_RANK, a free port when busy)
     run: str | None = None
     watch_every: int = 1
     track_stats: bool = True

@@ -18,6 +18,13 @@ Steps count from 1; `k` is `--fault-step`. "auto" precision is the mode each fau
 |               |            |                                    | ratio ~1000x higher, loss climbs          |
 | underflow     | fp16-naive | from k, loss x 2**-24 before       | from k: ~all fp16 param grads exactly     |
 |               |            | backward, no scaler                | zero, fp32 head grads non-zero            |
+| grad-corrupt  | fp32       | from k, the decoder out_layer's    | from k, with --fault-rank under DDP: that |
+|               |            | grads x(1 + 1e-3) after backward   | rank's global grad norm differs from the  |
+|               |            | (after DDP's all-reduce)           | others' (silent data corruption)          |
+
+`--fault-rank R` (TrainConfig.fault_rank) injects the fault on rank R only; the other ranks run clean.
+Under DDP a non-finite gradient on one rank reaches every rank through the all-reduce, while its
+loss and activations stay that rank's own: the cross-rank diagnosis tells the two apart.
 
 In other precision modes the same injection gives the mode's own reaction: with `inflat_all` or
 `amp`, non-finite gradients (overflow, loss-nan) skip the step and lower the loss scale (every step
@@ -40,10 +47,12 @@ FAULT_PRECISION: dict[str, str] = {
     "loss-nan": "inflat_all",
     "lr-spike": "fp32",
     "underflow": "fp16-naive",
+    "grad-corrupt": "fp32",
 }
 OVERFLOW_LOGIT_GAIN = 1e6
 UNDERFLOW_LOSS_FACTOR = 2.0**-24
 LR_SPIKE_FACTOR = 1000.0
+GRAD_CORRUPT_FACTOR = 1.0 + 1e-3
 
 
 @dataclass(frozen=True)
@@ -77,3 +86,11 @@ class FaultPlan:
     def lr_factor(self, step: int) -> float:
         """Factor on the configured learning rate for `step`'s optimizer update."""
         return LR_SPIKE_FACTOR if self._active("lr-spike", step) else 1.0
+
+    def grad_factor(self, step: int) -> float:
+        """Factor on the decoder out_layer's gradients after backward (and DDP's all-reduce)."""
+        return GRAD_CORRUPT_FACTOR if self._active("grad-corrupt", step) else 1.0
+
+    def on_rank(self, rank: int, fault_rank: int | None) -> FaultPlan:
+        """This plan where `rank` injects it (`fault_rank` None: every rank), else no fault."""
+        return self if fault_rank is None or fault_rank == rank else FaultPlan("none", self.step)

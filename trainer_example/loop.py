@@ -17,6 +17,8 @@ import torch
 from . import stats
 from .config import FAULTS, PRECISIONS, TrainConfig
 from .data import SyntheticVoxels
+from .distributed import Dist
+from .distributed import start as start_dist
 from .faults import FAULT_PRECISION, FaultPlan
 from .losses import vae_loss
 from .model import SlatVAE
@@ -42,6 +44,9 @@ class RunResult:
     seconds: float
     findings: list[Any] | None = None
     url: str | None = None
+    rank: int = 0
+    world_size: int = 1
+    record_path: str | None = None  # this rank's run record (one file per rank under torchrun)
 
     @property
     def losses(self) -> list[float]:
@@ -49,7 +54,7 @@ class RunResult:
 
     @property
     def record(self) -> str | None:
-        return self.config.record
+        return self.record_path
 
 
 def resolve_device(name: str) -> torch.device:
@@ -95,17 +100,30 @@ def _validate(cfg: TrainConfig) -> None:
         raise ValueError(f"threads must be >= 1, got {cfg.threads}")
     if cfg.watch_every < 1:
         raise ValueError(f"watch_every must be >= 1, got {cfg.watch_every}")
-    if cfg.watch and cfg.record and os.path.exists(cfg.record):
+    if cfg.fault_rank is not None and cfg.fault_rank < 0:
+        raise ValueError(f"fault_rank must be >= 0 (a rank of the job) or None (every rank), got {cfg.fault_rank}")
+
+
+def _check_record(cfg: TrainConfig, dist: Dist) -> str | None:
+    """This rank's record path (monitor.watch's per-rank naming); refuses one that exists already."""
+    if not (cfg.watch and cfg.record):
+        return None
+    from monitor.distributed import DistInfo, record_path
+
+    path = record_path(cfg.record, DistInfo(rank=dist.rank, world_size=dist.world_size))
+    if path is not None and os.path.exists(path):
         raise ValueError(
-            f"run record {cfg.record} already exists; a second run would mix its steps into it: "
+            f"run record {path} already exists; a second run would mix its steps into it: "
             "pass a new path or delete the old record"
         )
+    return path
 
 
 def _start_watch(cfg: TrainConfig, model: SlatVAE, prec: Precision, precision: str) -> Any:
     import monitor
 
-    name = cfg.run or f"{cfg.config}-{precision}-{cfg.fault}"
+    name = cfg.run or f"{cfg.config}-{precision}-{cfg.fault}"  # the same on every rank: one run label
+    port = {} if cfg.port == "auto" else {"port": cfg.port}
     return monitor.watch(
         model,
         prec.optimizer,
@@ -113,27 +131,49 @@ def _start_watch(cfg: TrainConfig, model: SlatVAE, prec: Precision, precision: s
         loss_scale=prec.loss_scale_fn(),
         every=cfg.watch_every,
         run=name,
-        port=cfg.port,
         record=cfg.record,
+        **port,
     )
 
 
-def _train_step(
-    step: int, cfg: TrainConfig, model: SlatVAE, prec: Precision, data: SyntheticVoxels, plan: FaultPlan, watcher: Any
-) -> StepRecord:
-    batch = data.batch(step - 1)
+def _corrupt_grads(model: SlatVAE, factor: float) -> None:
+    """The grad-corrupt fault: what a flipped bit or a faulty GPU does to already all-reduced gradients."""
+    if factor != 1.0:
+        for p in model.decoder.out_layer.parameters():
+            if p.grad is not None:
+                p.grad.mul_(factor)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every step needs besides the step number."""
+
+    cfg: TrainConfig
+    model: SlatVAE
+    net: torch.nn.Module  # the module called for the forward: `model`, or DDP(model) under torchrun
+    prec: Precision
+    data: SyntheticVoxels
+    plan: FaultPlan
+    dist: Dist
+    watcher: Any
+
+
+def _train_step(step: int, job: _Job) -> StepRecord:
+    cfg, model, prec, plan, watcher = job.cfg, job.model, job.prec, job.plan, job.watcher
+    batch = job.data.batch(job.dist.batch_index(step))
     model.attention_cores()[0].logit_gain = plan.logit_gain(step)
     lr = cfg.lr * plan.lr_factor(step)
     prec.set_lr(lr)
     scale = prec.loss_scale()
     prec.zero_grad()
     with prec.autocast():
-        out = model(batch.x)
+        out = job.net(batch.x)
         terms = vae_loss(out, batch, empty_target=plan.empty_target(step))
     loss = terms.total * plan.loss_factor(step)
     if watcher is not None:
         watcher.observe_loss(loss)
     prec.backward(loss)
+    _corrupt_grads(model, plan.grad_factor(step))
     track = cfg.track_stats
     grads_ok = stats.grads_finite(model) if track else None
     zero_ratio = stats.fp16_zero_grad_ratio(model) if track else None
@@ -159,7 +199,8 @@ def run(cfg: TrainConfig, on_step: Callable[[StepRecord], None] | None = None) -
 
     Deterministic for a given `cfg.seed` on one machine. Raises ValueError for bad settings, and
     whatever `monitor.watch` raises for a bad watch setting (e.g. a port in use). Sets torch's CPU
-    thread count for the run (`cfg.threads`) and restores it afterwards.
+    thread count for the run (`cfg.threads`) and restores it afterwards. Under torchrun (WORLD_SIZE > 1)
+    the run is DDP (trainer_example.distributed): this process is one rank, the result is its own.
     """
     _validate(cfg)
     device = resolve_device(cfg.device)
@@ -167,28 +208,32 @@ def run(cfg: TrainConfig, on_step: Callable[[StepRecord], None] | None = None) -
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
+    dist = start_dist(device)
     try:
-        return _run(cfg, device, on_step)
+        return _run(cfg, dist.device(device), dist, on_step)
     finally:
+        dist.close()
         torch.set_num_threads(previous)
 
 
-def _run(cfg: TrainConfig, device: torch.device, on_step: Callable[[StepRecord], None] | None) -> RunResult:
+def _run(cfg: TrainConfig, device: torch.device, dist: Dist, on_step: Callable[[StepRecord], None] | None) -> RunResult:
     precision = resolve_precision(cfg)
     eps = resolve_eps(cfg, precision)
-    plan = FaultPlan(cfg.fault, cfg.fault_step)
+    plan = FaultPlan(cfg.fault, cfg.fault_step).on_rank(dist.rank, cfg.fault_rank)
+    record = _check_record(cfg, dist)
     torch.manual_seed(cfg.seed)
     mcfg = cfg.model_config()
     model = SlatVAE(mcfg, native=device.type != "cuda").to(device)
     data = SyntheticVoxels(mcfg, cfg.seed, device)
     prec = make_precision(precision, model, cfg.lr, eps, cfg.amsgrad, cfg.clip, device)
     watcher = _start_watch(cfg, model, prec, precision) if cfg.watch else None
+    job = _Job(cfg, model, dist.wrap(model, device), prec, data, plan, dist, watcher)
     records: list[StepRecord] = []
     findings = None
     start = time.perf_counter()
     try:
         for step in range(1, cfg.steps + 1):
-            records.append(_train_step(step, cfg, model, prec, data, plan, watcher))
+            records.append(_train_step(step, job))
             if on_step is not None:
                 on_step(records[-1])
         seconds = time.perf_counter() - start
@@ -198,10 +243,9 @@ def _run(cfg: TrainConfig, device: torch.device, on_step: Callable[[StepRecord],
     finally:
         if watcher is not None:
             watcher.close()
-    if watcher is not None and cfg.record:
+    if watcher is not None and record:
         import monitor
 
-        findings = monitor.diagnose(cfg.record)
-    return RunResult(
-        cfg, precision, eps, str(device), records, model, prec.optimizer, prec.scaler, seconds, findings, url
-    )
+        findings = monitor.diagnose(record)
+    return RunResult(cfg, precision, eps, str(device), records, model, prec.optimizer, prec.scaler, seconds,
+                     findings, url, dist.rank, dist.world_size, record)

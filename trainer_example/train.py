@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -42,6 +43,13 @@ faults (steps count from 1; k = --fault-step) and their signatures:
   lr-spike       [fp32] lr x1000 from k: update/param ratio jumps ~1000x, loss climbs
   underflow      [fp16-naive] loss x 2**-24 before backward from k, no scaler: ~all fp16 grads
                  exactly zero, fp32 head grads not
+  grad-corrupt   [fp32] from k, decoder out_layer grads x(1+1e-3) after backward (after DDP's
+                 all-reduce): with --fault-rank, that rank's grad norm differs from the others'
+
+many processes (DDP: gloo on the CPU, nccl on GPUs; ranks print "[rank N]" before each line):
+  torchrun --nproc_per_node 2 -m trainer_example.train --watch --record runs/ddp.sqlite \
+      --fault loss-nan --fault-rank 1 --run-name ddp-demo
+  each rank serves /metrics on 9108 + LOCAL_RANK and writes runs/ddp.rankN.sqlite
 
 default eps: 1e-8, except fp16-naive without eps-underflow: 1e-4 (fp16 rounds 1e-8 to 0).
 example (the README demo):
@@ -58,20 +66,21 @@ def run(cfg: TrainConfig, on_step: Callable[[StepRecord], None] | None = None) -
     return _run(cfg, on_step)
 
 
-def _port(text: str) -> int | None:
-    if text.lower() == "none":
-        return None
+def _port(text: str) -> int | str | None:
+    if text.lower() in ("none", "auto"):
+        return None if text.lower() == "none" else "auto"
     try:
         port = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--port takes a number or 'none', got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"--port takes a number, 'auto' or 'none', got {text!r}") from None
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"--port must be in 0..65535 (0: any free port), got {port}")
     return port
 
 
 def add_training_args(
-    p: argparse.ArgumentParser, steps: int = 50, port: int | None = 9108, precision: str = "auto", fault: str = "none"
+    p: argparse.ArgumentParser, steps: int = 50, port: int | str | None = "auto", precision: str = "auto",
+    fault: str = "none",
 ) -> None:
     """The options shared by this command and `slat-monitor demo` (which changes the defaults)."""
     p.add_argument(
@@ -93,6 +102,8 @@ def add_training_args(
         help=f"fault to inject (signatures: python -m trainer_example.train --help); default {fault}",
     )
     p.add_argument("--fault-step", type=int, default=10, help="step (from 1) the fault starts at; default 10")
+    p.add_argument("--fault-rank", type=int, default=None,
+                   help="under torchrun, inject the fault on this rank only; default every rank")
     p.add_argument("--steps", type=int, default=steps, help=f"optimizer steps; default {steps}")
     p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate; default 1e-4 (TRELLIS)")
     p.add_argument(
@@ -102,13 +113,15 @@ def add_training_args(
     p.add_argument("--clip", type=float, default=None, help="clip the global grad norm to this; default off")
     p.add_argument("--seed", type=int, default=0, help="seed of the model init and the data; default 0")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
-    p.add_argument("--run", default=None, help="run label for the monitor; default CONFIG-PRECISION-FAULT")
+    p.add_argument("--run-name", "--run", dest="run", default=None,
+                   help="run label for the monitor; default CONFIG-PRECISION-FAULT (under torchrun use "
+                   "--run-name: torchrun takes --run for an abbreviation of its own --run-path)")
     p.add_argument(
         "--port",
         type=_port,
         default=port,
-        help="metrics endpoint port of the watched run: N, 0 (any free port) or none; "
-        f"default {'none' if port is None else port}",
+        help="metrics endpoint port of the watched run: N, 0 (any free port), auto (9108 + LOCAL_RANK, a free "
+        f"port when busy) or none; default {'none' if port is None else port}",
     )
     p.add_argument("--every", type=int, default=1, help="monitor samples every N steps; default 1")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads; default 1 on the CPU")
@@ -120,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the SLAT VAE example on synthetic voxels.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # `--run` must never be read as an abbreviation (torchrun's mistake, see --run-name)
     )
     add_training_args(p)
     p.add_argument("--watch", action="store_true", help="watch the run with slat-monitor (monitor.watch)")
@@ -134,6 +148,7 @@ def config_from_args(args: argparse.Namespace, watch: bool, record: str | None) 
         precision=args.precision,
         fault=args.fault,
         fault_step=args.fault_step,
+        fault_rank=args.fault_rank,
         steps=args.steps,
         lr=args.lr,
         eps=args.eps,
@@ -156,6 +171,21 @@ def quiet_third_party_noise() -> None:
     logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
 
 
+def rank_prefix() -> str:
+    """`[rank N] ` under torchrun with several processes (their lines interleave), "" otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        return f"[rank {os.environ.get('RANK', '0')}] "
+    return ""
+
+
+def say(text: str) -> None:
+    """Print `text`, every line prefixed with the rank under torchrun."""
+    prefix = rank_prefix()
+    text = "\n".join(prefix + line for line in text.splitlines()) if prefix else text
+    sys.stdout.write(text + "\n")  # one write: the ranks' lines never break into each other
+    sys.stdout.flush()
+
+
 def step_printer() -> Callable[[StepRecord], None]:
     """Prints the first 3 steps, every 10th, and every step whose state changes (finite loss or not,
     skipped or not, how many parameters are non-finite): the moments that matter, not 50 NaN lines."""
@@ -164,7 +194,7 @@ def step_printer() -> Callable[[StepRecord], None]:
     def on_step(s: StepRecord) -> None:
         state = (s.loss == s.loss and abs(s.loss) != float("inf"), s.skipped, len(s.nonfinite_params))
         if s.step <= 3 or s.step % 10 == 0 or not last or state != last[-1]:
-            print(format_step(s), flush=True)
+            say(format_step(s))
         last[:] = [state]
 
     return on_step
@@ -174,13 +204,13 @@ def run_and_report(cfg: TrainConfig, quiet: bool = False) -> RunResult:
     """Run `cfg`, printing the steps that matter (unless `quiet`), the summary and the diagnosis."""
     quiet_third_party_noise()
     result = run(cfg, on_step=None if quiet else step_printer())
-    print(format_summary(result))
+    say(format_summary(result))
     if result.url:
-        print(f"metrics were served at {result.url}")
-    if cfg.record:
-        print(f"run record: {cfg.record}  (slat-monitor diagnose {cfg.record})")
+        say(f"metrics were served at {result.url}")
+    if result.record:
+        say(f"run record: {result.record}  (slat-monitor diagnose {result.record})")
     if cfg.watch:
-        print(format_findings(result.findings))
+        say(format_findings(result.findings))
     return result
 
 
@@ -192,11 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_and_report(config_from_args(args, args.watch, args.record), quiet=args.quiet)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{rank_prefix()}error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # e.g. the metrics port is taken
         hint = "; pass --port 0 (any free port) or --port none" if args.watch and args.port else ""
-        print(f"error: {exc}{hint}", file=sys.stderr)
+        print(f"{rank_prefix()}error: {exc}{hint}", file=sys.stderr)
         return 2
     return 0
 

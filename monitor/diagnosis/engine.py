@@ -21,10 +21,12 @@ from . import (
     grad_overflow_no_scaler,
     grad_underflow,
     loss_scale_collapse,
+    lr_schedule_on_skip,
     lr_too_high,
     nonfinite_after_update,
     nonfinite_forward,
     nonfinite_loss,
+    nonfinite_values,
 )
 
 __all__ = ["RULES", "Rule", "merge", "run_rules"]
@@ -43,6 +45,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("lr_too_high", lr_too_high.rule),
     ("grad_explosion", grad_explosion.rule),
     ("grad_underflow", grad_underflow.rule),
+    ("lr_schedule_on_skip", lr_schedule_on_skip.rule),
     ("fp16_no_loss_scale", fp16_no_loss_scale.rule),
     ("fp16_optimizer_state", fp16_optimizer_state.rule),
 )
@@ -90,9 +93,13 @@ def run_rules(history: History, rules: Sequence[tuple[str, Rule]] = RULES) -> li
     """Every rule over `history`, merged per code, ranked (most severe, then earliest, first).
 
     `history.preflight` findings are kept unless a rule produced the same code (the rule saw the same
-    RunInfo plus the observed steps, so its finding wins). Never raises for a rule's failure.
+    RunInfo plus the observed steps, so its finding wins). Last, `nonfinite_values` adds a finding for
+    non-finite values that nothing above explains (never "healthy" while any was seen). Never raises
+    for a rule's failure.
     """
     produced = merge([f for name, rule in rules for f in _run_one(name, rule, history)])
     codes = {f.code for f in produced}
     kept = [f for f in history.preflight if isinstance(f, Finding) and f.code not in codes]
-    return rank(produced + merge(kept))
+    found = produced + merge(kept)
+    found += _run_one("nonfinite_values", lambda h: nonfinite_values.check(h, found), history)
+    return rank(found)

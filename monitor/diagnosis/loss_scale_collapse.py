@@ -10,6 +10,8 @@ else counted from StepObs.skipped), critical at the first step j where either
   B. after settling (from the first clean step on), within WINDOW (20) steps ending at j at least
      MIN_SKIPS (10, i.e. >= 50%) steps were skipped and the scale at j is lower than at the window start;
      9 skips in 20 steps is not critical.
+  C. after settling, PERSIST (4) consecutive steps were skipped: the scale fell 16x below one that
+     worked, and the overflow stays (a scale that merely outgrew the gradients costs one skip).
   A run of > MAX_SETTLE (32) skipped steps from the start is critical too (scale lost > 2**32).
 Warning instead: after settling, >= WARN_SHARE (10%) of at least 20 steps skipped (>= 5 skips).
 first_step: where the skipping began - walking back from j over skipped steps until a stretch of
@@ -30,6 +32,7 @@ SCALE_FLOOR = 1.0
 WINDOW = 20
 MIN_SKIPS = 10
 MAX_SETTLE = 32
+PERSIST = 4
 CLEAN_GAP = 10
 WARN_SHARE = 0.1
 
@@ -51,9 +54,13 @@ def _detect(series: list[tuple[StepObs, int]]) -> int | None:
     """Index in `series` of the first step meeting A, B or the settle cap."""
     first_clean = next((s.step for s, _ in series if not s.skipped), None)
     seen_high = False
-    lo = 0
+    lo, run, prev = 0, 0, None
     for j, (s, k) in enumerate(series):
+        run = _consecutive(run, prev, s, k)
+        prev = (s.step, k)
         if s.loss_scale < SCALE_FLOOR and seen_high:
+            return j
+        if first_clean is not None and s.step > first_clean and run >= PERSIST:
             return j
         seen_high = seen_high or s.loss_scale >= SCALE_FLOOR
         if first_clean is None and k > MAX_SETTLE:
@@ -65,6 +72,17 @@ def _detect(series: list[tuple[StepObs, int]]) -> int | None:
                 and s.loss_scale < start.loss_scale:
             return j
     return None
+
+
+def _consecutive(run: int, prev: tuple[int, int] | None, s: StepObs, k: int) -> int:
+    """Length of the run of consecutive skipped steps ending at `s` (sparse histories: a skipped
+    observation whose skip count grew by the step gap stands for every step since the previous one)."""
+    if not s.skipped:
+        return 0
+    if prev is None:
+        return 1
+    gap, new = s.step - prev[0], k - prev[1]
+    return run + gap if new >= gap else max(new, 1)
 
 
 def _start(series: list[tuple[StepObs, int]], j: int) -> int:

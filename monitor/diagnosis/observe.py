@@ -157,7 +157,10 @@ def fmt_layers(layers: list[str], limit: int = 6) -> str:
 
 def grads_finite(row: LayerObs, step: StepObs | None) -> bool:
     """The layer's gradients were measured finite (its own count is 0, or it has none and the step's
-    total is 0)."""
+    total is 0) and so was what optimizer.step() received (clipping by a NaN norm spreads a NaN
+    into every layer after the per-layer numbers were taken)."""
+    if step is not None and nonfinite(step.grad_norm_applied):
+        return False
     own = count(row.grad_nonfinite)
     if own is not None:
         return own == 0

@@ -1,13 +1,18 @@
 """The alert and recording rules of slat-monitor: ONE definition, rendered for Prometheus and for Grafana.
 
-Each alert expression returns one series per offending (run, rank[, layer]) and nothing when all is well,
-so Prometheus fires per returned series and Grafana's condition is "the query returned a value".
+Each alert expression returns one series per offending (run, rank, cause) - never one per layer: one NaN
+in a 39-layer model is one alert, not 39 - and nothing when all is well, so Prometheus fires per returned
+series and Grafana's condition is "the query returned a value". Cross-rank alerts compare the ranks'
+exported series (no collective in training).
 Templates use Go-template syntax both systems understand (`{{ $labels.run }}`); two placeholders differ
 per target and are filled by the renderers:
 - `{value}`, `{percent}`, `{duration}`: the expression's value, humanized as a number, a percentage or a
   duration (`$value` in Prometheus, `$values.A.Value` in Grafana);
 - `{triage}`: the triage page's base URL (the `triage_url` external label in Prometheus, a fixed URL
-  chosen at render/push time in Grafana).
+  chosen at render/push time in Grafana);
+- `{docs}`: the base URL of these docs (the `docs_url` external label / a fixed URL in Grafana).
+Every alert carries `runbook_url` (its section of docs/runbooks.md; per finding code for
+SlatmonCriticalFinding) and `dashboard_url` (the triage page of that run and rank).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "ALERTS",
+    "DEFAULT_DOCS_URL",
     "DEFAULT_TRIAGE_URL",
     "GROUP",
     "RECORDING",
@@ -28,6 +34,11 @@ __all__ = [
 
 GROUP = "slatmon"
 DEFAULT_TRIAGE_URL = "http://127.0.0.1:8501"
+# Where docs/ of this repository is browsable; set `docs_url` (Prometheus external label, or
+# `slat-monitor grafana push --docs-url`) to your own copy.
+DEFAULT_DOCS_URL = "https://github.com/slat-monitor/slat-monitor/blob/main/docs"
+# Relative spread of the ranks' global grad norms on one step beyond which they "differ" (crossrank/divergence.py).
+RANK_NORM_RTOL = "1e-05"
 # A run whose last optimizer step is older than this is "stale" (raise it for very slow steps).
 STALE_AFTER_SECONDS = 300
 TRIAGE_LINK = "{triage}/?run={{ $labels.run | urlquery }}&rank={{ $labels.rank | urlquery }}"
@@ -48,6 +59,11 @@ class AlertRule:
     severity: str
     summary: str
     description: str
+    runbook: str = ""  # anchor in docs/runbooks.md (a template); default: the alert name in lower case
+
+    @property
+    def runbook_url(self) -> str:
+        return "{docs}/runbooks.md#" + (self.runbook or self.name.lower())
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,8 @@ class RecordingRule:
     expr: str
 
 
+LOCAL_FIRST = "slatmon_nonfinite_local_first_step"
+NORM_MEDIAN = "quantile by (run) (0.5, slatmon_grad_norm_global)"
 SKIPPED_RATIO = "increase(slatmon_skipped_steps_total[5m]) / clamp_min(delta(slatmon_step[5m]), 1)"
 GRAD_NORM_MEDIAN = "quantile_over_time(0.5, slatmon_grad_norm_global[10m])"
 
@@ -81,14 +99,16 @@ ALERTS: tuple[AlertRule, ...] = (
         # Params: always fatal. Grads: only without loss scaling - a scaler skips such steps by design,
         # and too many skips are SlatmonSkippedStepsHigh / SlatmonLossScaleCollapse. Without scaling the
         # exporter reports the loss scale as 1 (NaN or absent also count) and never counts a skipped step.
-        expr='slatmon_nonfinite_elements{tensor="param"} > 0\nor\n'
-        '(slatmon_nonfinite_elements{tensor="grad"} > 0\n unless on (run, rank)\n'
+        # Summed over layers: one alert per run, rank and tensor (the worst layer is a recording rule).
+        expr='sum by (run, rank, tensor) (slatmon_nonfinite_elements{tensor="param"}) > 0\nor\n'
+        '(sum by (run, rank, tensor) (slatmon_nonfinite_elements{tensor="grad"}) > 0\n unless on (run, rank)\n'
         ' (slatmon_loss_scale > 1 or slatmon_loss_scale < 1 or slatmon_skipped_steps_total > 0))',
         for_="0s",
         severity="critical",
-        summary="Non-finite {{ $labels.tensor }} values in layer {{ $labels.layer }} (" + WHO + ")",
-        description="{value} NaN/Inf {{ $labels.tensor }} elements in {{ $labels.layer }} of " + WHO
-        + ". Training is corrupt from this step on; see the triage page for the cause and fixes.",
+        summary="Non-finite {{ $labels.tensor }} values (" + WHO + ")",
+        description="{value} NaN/Inf {{ $labels.tensor }} elements summed over the layers of " + WHO
+        + ". Training is corrupt from this step on; the triage page names the first layer, the cause and "
+        "the fixes (the worst layer is recorded as slatmon:nonfinite_elements:worst_layer).",
     ),
     AlertRule(
         name="SlatmonCriticalFinding",
@@ -99,6 +119,38 @@ ALERTS: tuple[AlertRule, ...] = (
         summary="Critical finding {{ $labels.code }} (" + WHO + ")",
         description="slat-monitor diagnosed {{ $labels.code }} in " + WHO
         + "; the triage page has the evidence and the ranked fixes.",
+        runbook="{{ $labels.code }}",
+    ),
+    AlertRule(
+        name="SlatmonNonFiniteFirstOnOneRank",
+        uid="slatmon-nonfinite-first-on-one-rank",
+        # The ranks whose loss/activations went non-finite at the run's earliest such step, unless every
+        # rank of the run did at that step (then it is the model's numerics: the per-rank alerts cover it).
+        expr=f"{LOCAL_FIRST}\n  == on (run) group_left () min by (run) ({LOCAL_FIRST})\n"
+        f"unless on (run)\n  (count by (run) ({LOCAL_FIRST} == on (run) group_left () min by (run) ({LOCAL_FIRST}))\n"
+        "   >= on (run) count by (run) (slatmon_step))",
+        for_="0s",
+        severity="critical",
+        summary="Rank {{ $labels.rank }} went non-finite first, at step {value} (run {{ $labels.run }})",
+        description="The loss or activations of " + WHO + " became non-finite at step {value} while other "
+        "ranks of the run were still finite; a bad batch or a faulty device on this rank, not the model's "
+        "numerics. Under DDP the other ranks then get the non-finite gradients through the all-reduce.",
+    ),
+    AlertRule(
+        name="SlatmonGradNormRankDivergence",
+        uid="slatmon-grad-norm-rank-divergence",
+        # After DDP's all-reduce all ranks hold the same gradients, hence the same global norm; compare
+        # only while every rank reports the same sampled step.
+        expr=f"abs(slatmon_grad_norm_global - on (run) group_left () {NORM_MEDIAN})\n"
+        f"  > on (run) group_left () ({RANK_NORM_RTOL} * {NORM_MEDIAN})\n"
+        "and on (run)\n  (max by (run) (slatmon_sampled_step) == min by (run) (slatmon_sampled_step))",
+        for_="0s",
+        severity="critical",
+        summary="Global gradient norm of rank {{ $labels.rank }} differs from the other ranks' (run "
+        "{{ $labels.run }})",
+        description="On the same sampled step the global gradient norm of " + WHO + " is {value} away from "
+        "the median of the run's ranks, although DDP's all-reduce makes every rank's gradients equal; silent "
+        "data corruption (faulty GPU, bit flip) or non-deterministic gradient code after the all-reduce.",
     ),
     AlertRule(
         name="SlatmonLossScaleCollapse",

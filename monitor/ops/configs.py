@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from .alerts import DEFAULT_TRIAGE_URL
+from .alerts import DEFAULT_DOCS_URL, DEFAULT_TRIAGE_URL
 
-__all__ = ["JOB", "alertmanager_config", "prometheus_config"]
+__all__ = ["FEDERATE_JOB", "FEDERATE_MATCH", "JOB", "alertmanager_config", "federation_config", "prometheus_config"]
 
 JOB = "slatmon"  # the scrape job; SlatmonTargetDown selects up{job="slatmon"}
+FEDERATE_JOB = "slatmon-federate"
+# What a global Prometheus pulls from each node's: the raw series of the watched ranks (`up` included)
+# and the node's recording rules.
+FEDERATE_MATCH = ('{job="slatmon"}', '{__name__=~"slatmon:.+"}')
 
 
 def prometheus_config(
@@ -22,17 +26,21 @@ def prometheus_config(
     alertmanager: str | None = "127.0.0.1:9093",
     interval: str = "5s",
     triage_url: str = DEFAULT_TRIAGE_URL,
+    docs_url: str = DEFAULT_DOCS_URL,
+    node: str | None = None,
 ) -> dict[str, Any]:
     """A Prometheus config scraping every target listed in the file_sd files matching `targets_glob`.
 
     `honor_labels` keeps the run/rank labels the watched process exports even when the target file sets
     them too. New target files are picked up without a restart (inotify, plus a re-read every
-    `interval`). `triage_url` becomes the external label the alert templates link to."""
+    `interval`). `triage_url` and `docs_url` become the external labels the alert templates link to
+    (dashboard_url and runbook_url annotations). `node`: an external label naming this node's
+    Prometheus, kept on every series a global Prometheus federates from it."""
     doc: dict[str, Any] = {
         "global": {
             "scrape_interval": interval,
             "evaluation_interval": interval,
-            "external_labels": {"triage_url": triage_url.rstrip("/")},
+            "external_labels": {"triage_url": triage_url.rstrip("/"), "docs_url": docs_url.rstrip("/")},
         },
         "rule_files": list(rule_globs),
         "scrape_configs": [{
@@ -41,8 +49,30 @@ def prometheus_config(
             "file_sd_configs": [{"files": [targets_glob], "refresh_interval": interval}],
         }],
     }
+    if node:
+        doc["global"]["external_labels"]["node"] = node
     if alertmanager:
         doc["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
+    return doc
+
+
+def federation_config(nodes: list[str], rule_globs: tuple[str, ...] = ("rules/*.yml",),
+                      alertmanager: str | None = "127.0.0.1:9093", interval: str = "15s",
+                      triage_url: str = DEFAULT_TRIAGE_URL, docs_url: str = DEFAULT_DOCS_URL) -> dict[str, Any]:
+    """A global Prometheus federating the node-level ones (`host:port` each): one view of every rank.
+
+    The alert rules belong here - the cross-rank alerts compare ranks that live on different nodes - so
+    the node-level Prometheus servers run without rules (`prometheus_config(rule_globs=(),
+    alertmanager=None, node=...)`). `honor_labels` keeps run, rank and node as the nodes have them."""
+    doc = prometheus_config(rule_globs=rule_globs, alertmanager=alertmanager, interval=interval,
+                            triage_url=triage_url, docs_url=docs_url)
+    doc["scrape_configs"] = [{
+        "job_name": FEDERATE_JOB,
+        "honor_labels": True,
+        "metrics_path": "/federate",
+        "params": {"match[]": list(FEDERATE_MATCH)},
+        "static_configs": [{"targets": list(nodes)}],
+    }]
     return doc
 
 

@@ -17,7 +17,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import alerting as alerting_models
 from grafana_foundation_sdk.models.dashboard import DataSourceRef
 
-from .alerts import ALERTS, DEFAULT_TRIAGE_URL, GROUP, AlertRule
+from .alerts import ALERTS, DEFAULT_DOCS_URL, DEFAULT_TRIAGE_URL, GROUP, AlertRule
 from .ids import DATASOURCE_UID, FOLDER_TITLE, FOLDER_UID, RULE_GROUP_INTERVAL
 from .templates import annotations
 
@@ -28,7 +28,7 @@ CONDITION = "is_number($A) || is_nan($A) || is_inf($A)"
 LOOKBACK_SECONDS = 1200
 
 
-def _rule(a: AlertRule, datasource_uid: str, triage_url: str) -> alerting.Rule:
+def _rule(a: AlertRule, datasource_uid: str, triage_url: str, docs_url: str) -> alerting.Rule:
     query = (
         prometheus.Dataquery().expr(a.expr).instant().ref_id("A")
         .datasource(DataSourceRef(type_val="prometheus", uid=datasource_uid))
@@ -43,7 +43,7 @@ def _rule(a: AlertRule, datasource_uid: str, triage_url: str) -> alerting.Rule:
                     .model(expr.TypeMath().expression(CONDITION).ref_id("C")))
         .for_val(a.for_)
         .labels({"severity": a.severity})
-        .annotations(annotations(a, "$values.A.Value", triage_url.rstrip("/")))
+        .annotations(annotations(a, "$values.A.Value", triage_url.rstrip("/"), docs_url.rstrip("/")))
         .no_data_state("OK")
         .exec_err_state("Error")
         .is_paused(False)
@@ -51,11 +51,11 @@ def _rule(a: AlertRule, datasource_uid: str, triage_url: str) -> alerting.Rule:
     )
 
 
-def api_rules(datasource_uid: str = DATASOURCE_UID,
-              triage_url: str = DEFAULT_TRIAGE_URL) -> list[dict[str, Any]]:
+def api_rules(datasource_uid: str = DATASOURCE_UID, triage_url: str = DEFAULT_TRIAGE_URL,
+              docs_url: str = DEFAULT_DOCS_URL) -> list[dict[str, Any]]:
     """Every alert as a provisioning-API rule (POST/PUT /api/v1/provisioning/alert-rules) as plain JSON."""
     encoder = JSONEncoder(sort_keys=True)
-    return [json.loads(encoder.encode(_rule(a, datasource_uid, triage_url).build())) for a in ALERTS]
+    return [json.loads(encoder.encode(_rule(a, datasource_uid, triage_url, docs_url).build())) for a in ALERTS]
 
 
 def provisioning_file(datasource_uid: str = DATASOURCE_UID,

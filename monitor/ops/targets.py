@@ -2,9 +2,10 @@
 
 Prometheus (`file_sd_configs`, see monitor/ops/configs.py) watches a folder of JSON files; each file
 lists targets with labels. `register()` writes one file per process atomically (temp file + rename, so
-Prometheus never reads half a file) and `TargetRegistration.remove()` deletes it - call it on a clean
-exit. A crashed run leaves its file behind, so Prometheus keeps trying, `up` drops to 0 and
-SlatmonTargetDown fires: that is the intended signal.
+Prometheus never reads half a file), mode 0644 so a Prometheus running as another user can read it, and
+`TargetRegistration.remove()` deletes it - on close, and on SIGTERM (monitor/ops/sigterm.py, chained to
+the previous handler). A run that crashes or is SIGKILLed leaves its file behind, so Prometheus keeps
+trying, `up` drops to 0 and SlatmonTargetDown fires: that is the intended signal.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import os
 import re
 import tempfile
 from pathlib import Path
+
+from .sigterm import forget, remove_on_sigterm
 
 __all__ = ["TargetRegistration", "register", "target_document"]
 
@@ -31,6 +34,7 @@ class TargetRegistration:
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+        forget(self.path)
 
     def __enter__(self) -> TargetRegistration:
         return self
@@ -50,7 +54,13 @@ def register(targets_dir: str | os.PathLike[str], host: str, port: int, run: str
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{run}-{rank}-{os.getpid()}")
     path = folder / f"{stem}.json"
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(target_document(host, port, run, rank), out)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(target_document(host, port, run, rank), out)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600: unreadable by a Prometheus running as another user
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    remove_on_sigterm(path)
     return TargetRegistration(path)

@@ -20,7 +20,9 @@ from ..errors import SourceError
 from ..history import History
 from .timeline import Series, build_history
 
-__all__ = ["list_runs", "read_prometheus"]
+__all__ = ["STATUS_ORDER", "list_runs", "read_all_ranks", "read_prometheus", "run_statuses"]
+
+STATUS_ORDER = ("critical", "warning", "info", "healthy")  # worst first
 
 
 def _quote(value: str) -> str:
@@ -73,6 +75,21 @@ def list_runs(base: str, lookback: str = "7d", timeout: float = 10.0) -> list[tu
     return sorted(out)
 
 
+def run_statuses(base: str, lookback: str = "7d", timeout: float = 10.0) -> dict[tuple[str, int], str]:
+    """{(run, rank): the worst severity among the findings its watcher reported last, or "healthy"}
+    for every run that reported slatmon_step within `lookback`."""
+    out = {key: "healthy" for key in list_runs(base, lookback, timeout)}
+    data = _query(base, f"count by (run, rank, severity) (last_over_time(slatmon_finding[{lookback}]))", timeout)
+    for item in data.get("result", []):
+        labels = item.get("metric", {})
+        rank = labels.get("rank", "0")
+        key = (labels.get("run", ""), int(rank) if rank.lstrip("-").isdigit() else 0)
+        severity = labels.get("severity")
+        if key in out and severity in STATUS_ORDER and STATUS_ORDER.index(severity) < STATUS_ORDER.index(out[key]):
+            out[key] = severity
+    return out
+
+
 def _pick(runs: list[tuple[str, int]], run: str | None, rank: int | None, base: str) -> tuple[str, int]:
     if not runs:
         raise SourceError(f"no slatmon_* series in Prometheus at {base}: is the watched process scraped "
@@ -104,3 +121,11 @@ def read_prometheus(base: str, *, run: str | None = None, rank: int | None = Non
         values = [(float(t), _float(v)) for t, v in item.get("values", [])]
         series.append((dict(item.get("metric", {})), values))
     return build_history(series, run, rank)
+
+
+def read_all_ranks(base: str, *, run: str | None = None, lookback: str = "7d", timeout: float = 10.0) -> list[History]:
+    """One History per rank of `run` (default: the only run), lowest rank first."""
+    runs = list_runs(base, lookback, timeout)
+    run, _ = _pick(runs, run, None, base)
+    return [read_prometheus(base, run=run, rank=k, lookback=lookback, timeout=timeout)
+            for k in sorted(k for r, k in runs if r == run)]

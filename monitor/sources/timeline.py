@@ -1,14 +1,15 @@
 """Raw Prometheus samples of one run/rank -> History. Pure (no HTTP), so it is testable on its own.
 
-Each scrape gives every slatmon_* series the same timestamp; the scrape's `slatmon_step` value says
-which optimizer step it describes. Scrapes are usually sparser than steps, so the History is sparse:
-`skipped_total` carries skips that happened between scrapes, and an observation counts as `skipped`
-(with no layer rows, since per-layer gauges then still show the last sampled step) when every step
-since the previous scrape was skipped.
+Each scrape gives every slatmon_* series the same timestamp. `slatmon_sampled_step` says which step
+the per-layer series describe: a scrape that shows a new one becomes a sampled observation at that
+step (a scrape showing the same one again adds nothing). `slatmon_step` is the last step seen:
+when every step since the previous scrape was skipped (`slatmon_skipped_steps_total` grew by the
+gap) it becomes a skipped observation, with the loss then shown. Scrapes are usually sparser than
+steps, so the History is sparse: `skipped_total` carries skips that happened between scrapes.
 
-NaN in a global gauge means "not observed" for the loss scale and the global grad norm; for the
-loss it is kept as a real NaN only once a finite loss has been seen (a run that never calls
-observe_loss exports NaN throughout).
+A gauge without a sample was not observed (None); a NaN sample is a NaN that was observed. The
+watcher's own findings (`slatmon_finding`, `slatmon_finding_first_step`) come along as reported
+findings, replaced by the rules' own finding of the same code.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections import defaultdict
 
 from ..findings import Finding
 from ..history import Event, GroupInfo, History, LayerInfo, LayerObs, RunInfo, StepObs
+from ..localize import OUTPUT
 
 __all__ = ["Series", "build_history"]
 
@@ -90,6 +92,8 @@ def _scrape_values(samples: list[tuple[dict[str, str], float]]) -> tuple[dict, d
             glob[f"nonfinite_steps:{labels.get('tensor')}"] = v
         elif name == "slatmon_finding":
             glob[f"finding:{labels.get('code')}:{labels.get('severity')}"] = v
+        elif name == "slatmon_finding_first_step":
+            glob[f"first:{labels.get('code')}:{labels.get('severity')}"] = v
         elif name:
             glob[name] = v
     return glob, layers, groups
@@ -104,6 +108,25 @@ def _layer_rows(step: int, layers: dict[str, dict[str, float]]) -> list[LayerObs
     return rows
 
 
+def _finding(code: str, severity: str, step: int, first: float | None) -> Finding:
+    first_step = int(first) if first is not None and math.isfinite(first) and first >= 0 else step
+    return Finding(code, severity if severity in ("critical", "warning", "info") else "info",
+                   f"{code} (reported by the watcher)",
+                   (f"reported by the watched process (slatmon_finding), from step {first_step}",), first_step)
+
+
+def _step_obs(step: int, glob: dict[str, float], layer_rows: list[LayerObs], groups: dict, skipped_total: int,
+              loss: float | None) -> StepObs:
+    return StepObs(
+        step=step, time=glob.get("slatmon_last_step_timestamp_seconds", 0.0) or 0.0, sampled=True,
+        skipped=False, skipped_total=skipped_total, loss=loss,
+        loss_scale=_finite_or_none(glob.get("slatmon_loss_scale")),
+        grad_norm_total=glob.get("slatmon_grad_norm_global"), grad_norm_applied=glob.get("slatmon_grad_norm_applied"),
+        grad_nonfinite=int(sum(r.grad_nonfinite or 0 for r in layer_rows)),
+        param_nonfinite=int(sum(r.param_nonfinite or 0 for r in layer_rows)),
+        lr=tuple(v for (m, _), v in sorted(groups.items()) if m.endswith("lr")))
+
+
 def build_history(series: Series, run: str, rank: int) -> History:
     """A History from the raw samples of one run and rank (see the module docstring)."""
     info = _run_info(series, run, rank)
@@ -111,36 +134,40 @@ def build_history(series: Series, run: str, rank: int) -> History:
     rows: list[LayerObs] = []
     events: list[Event] = []
     findings: dict[str, Finding] = {}
-    prev_step, prev_skipped, prev_nf, loss_seen = None, 0, {}, False
+    prev_step, prev_sampled, prev_skipped, prev_nf = 0, 0, 0, {}
     for _, samples in _by_time(series).items():
         glob, layers, groups = _scrape_values(samples)
         step = glob.get("slatmon_step")
-        if step is None or not math.isfinite(step) or (prev_step is not None and step <= prev_step):
+        if step is None or not math.isfinite(step) or step <= prev_step:
             continue
         step = int(step)
         skipped_total = _int(glob.get("slatmon_skipped_steps_total"))
-        all_skipped = prev_step is not None and skipped_total - prev_skipped >= step - prev_step
-        loss = glob.get("slatmon_loss")
-        loss_seen = loss_seen or (loss is not None and math.isfinite(loss))
-        layer_rows = [] if all_skipped else _layer_rows(step, layers)
-        steps.append(StepObs(
-            step=step, time=glob.get("slatmon_last_step_timestamp_seconds", 0.0) or 0.0, sampled=not all_skipped,
-            skipped=all_skipped, skipped_total=skipped_total, loss=loss if loss_seen and not all_skipped else None,
-            loss_scale=_finite_or_none(glob.get("slatmon_loss_scale")),
-            grad_norm_total=None if all_skipped else _finite_or_none(glob.get("slatmon_grad_norm_global")),
-            grad_nonfinite=None if all_skipped else int(sum(r.grad_nonfinite or 0 for r in layer_rows)),
-            param_nonfinite=None if all_skipped else int(sum(r.param_nonfinite or 0 for r in layer_rows)),
-            lr=tuple(v for (m, _), v in sorted(groups.items()) if m.endswith("lr"))))
-        rows += layer_rows
+        loss = glob.get("slatmon_loss")  # absent: not observed; NaN: a NaN loss
+        all_skipped = skipped_total - prev_skipped >= step - prev_step
+        sampled = glob.get("slatmon_sampled_step", None if all_skipped else step)  # older exporters had none
+        if sampled is not None and math.isfinite(sampled) and prev_sampled < int(sampled) <= step:
+            sampled = int(sampled)
+            layer_rows = _layer_rows(sampled, layers)
+            rows += layer_rows
+            steps.append(_step_obs(sampled, glob, layer_rows, groups, skipped_total - (step > sampled),
+                                   loss if sampled == step else None))
+            prev_sampled = sampled
+        last = steps[-1].step if steps else prev_step
+        if step > last and skipped_total - prev_skipped >= step - max(prev_step, last):
+            out = glob.get("slatmon_output_nonfinite_elements")
+            if out is not None and math.isfinite(out):
+                rows.append(LayerObs(step=step, layer=OUTPUT, activation_nonfinite=int(out)))
+            steps.append(StepObs(step=step, time=glob.get("slatmon_last_step_timestamp_seconds", 0.0) or 0.0,
+                                 sampled=False, skipped=True, skipped_total=skipped_total, loss=loss,
+                                 loss_scale=_finite_or_none(glob.get("slatmon_loss_scale"))))
         for key, value in glob.items():
             if key.startswith("nonfinite_steps:") and value > prev_nf.get(key, 0):
                 if key not in prev_nf or prev_nf[key] == 0:
                     events.append(Event(step, "nonfinite", None, key.split(":", 1)[1], {"source": "prometheus"}))
                 prev_nf[key] = value
-            if key.startswith("finding:") and key not in findings:
-                _, code, severity = key.split(":", 2)
-                findings[key] = Finding(code, severity if severity in ("critical", "warning", "info") else "info",
-                                        f"{code} (reported by the watcher)",
-                                        (f"active in Prometheus from step {step} (slatmon_finding)",), step)
+        reported = {key: _finding(*key.split(":", 2)[1:], step, glob.get("first:" + key.split(":", 1)[1]))
+                    for key in glob if key.startswith("finding:")}
+        if reported:
+            findings = reported  # the watcher's latest diagnosis replaces what it said before
         prev_step, prev_skipped = step, skipped_total
     return History(run=info, steps=steps, layers=rows, events=events, preflight=list(findings.values()))

@@ -25,7 +25,7 @@ def test_alert_link_opens_the_run(app_page, prom: str) -> None:
     at = app_page(query={"run": RUN, "rank": "0"}, env={"SLATMON_PROMETHEUS": prom})
     assert at.radio(key="kind").value == "prometheus"
     assert at.selectbox(key="run_pick").value == RUN and at.selectbox(key="rank_pick").value == 0
-    assert RUN in at.selectbox(key="run_pick").options
+    assert f"{RUN} - critical" in at.selectbox(key="run_pick").options
     assert at.error[0].value.startswith("2 critical")
     assert "AdamW: parameters became non-finite in the update at step 1" in at.expander[0].label
     assert any("eps=0.0001" in c.value for c in at.code)
@@ -36,3 +36,25 @@ def test_unknown_run_in_link(app_page, prom: str) -> None:
     at = app_page(query={"run": "gone", "rank": "0"}, env={"SLATMON_PROMETHEUS": prom})
     assert len(at.error) == 1 and at.error[0].value.startswith(f"run 'gone' not found in Prometheus at {prom}")
     assert RUN in at.error[0].value and not at.expander
+
+
+@pytest.fixture(scope="module")
+def two_runs(module_servers, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A real Prometheus holding a healthy fp32 run and, named so it sorts after it, a #162 run."""
+    import torch
+
+    from tests.models import scraping_prometheus, watched_run
+
+    url, waiter = scraping_prometheus(module_servers, tmp_path_factory.mktemp("targets"), name="dash-two-runs")
+    watched_run(None, run="a-healthy", dtype=torch.float32, steps=2, port=0, between=waiter("a-healthy"))
+    watched_run(None, run="b-broken", steps=2, port=0, between=waiter("b-broken"))
+    return url
+
+
+def test_several_runs_are_listed_with_status_and_the_worst_is_preselected(app_page, two_runs: str) -> None:
+    at = app_page(env={"SLATMON_PROMETHEUS": two_runs})
+    pick = at.selectbox(key="run_pick")
+    assert pick.value == "b-broken" and pick.options == ["b-broken - critical", "a-healthy - healthy"]
+    assert any("2 runs in Prometheus, worst first: b-broken (critical), a-healthy (healthy)"
+               in c.value.replace("\\", "") for c in at.caption)
+    assert at.error and at.error[0].value.startswith("2 critical")

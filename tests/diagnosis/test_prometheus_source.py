@@ -83,18 +83,30 @@ def test_sparse_scrapes_mark_all_skipped_intervals() -> None:
     series = [sample("slatmon_step", [(1, 5), (2, 10), (3, 15)]),
               sample("slatmon_skipped_steps_total", [(1, 0), (2, 5), (3, 7)]),
               sample("slatmon_loss_scale", [(1, 65536), (2, 2048), (3, 1024)]),
-              sample("slatmon_loss", [(1, math.nan), (2, math.nan), (3, math.nan)]),
               sample("slatmon_grad_norm", [(1, 0.5), (2, 0.5), (3, 0.4)], layer="l")]
     h = build_history(series, "r", 0)
     assert [(s.step, s.skipped, s.skipped_total) for s in h.steps] == [(5, False, 0), (10, True, 5), (15, False, 7)]
     assert [r.step for r in h.layers] == [5, 15]  # a skipped interval has no fresh layer rows
-    assert all(s.loss is None for s in h.steps)  # NaN throughout: the loss was never observed
+    assert all(s.loss is None for s in h.steps)  # no slatmon_loss sample: the loss was never observed
 
 
-def test_nan_loss_after_finite_loss_is_real() -> None:
-    series = [sample("slatmon_step", [(1, 1), (2, 2)]), sample("slatmon_loss", [(1, 0.5), (2, math.nan)])]
+def test_nan_loss_is_real_and_absent_loss_is_unknown() -> None:
+    series = [sample("slatmon_step", [(1, 1), (2, 2), (3, 3)]), sample("slatmon_loss", [(1, math.nan), (2, 0.5)])]
     h = build_history(series, "r", 0)
-    assert h.steps[0].loss == 0.5 and math.isnan(h.steps[1].loss)
+    assert math.isnan(h.steps[0].loss) and h.steps[1].loss == 0.5 and h.steps[2].loss is None
+
+
+def test_sampled_step_places_layer_rows_and_skips() -> None:
+    """every=2: the per-layer series describe step 3 in the scrapes after steps 3 and 4 (4 was skipped)."""
+    series = [sample("slatmon_step", [(1, 3), (2, 4), (3, 5)]),
+              sample("slatmon_sampled_step", [(1, 3), (2, 3), (3, 5)]),
+              sample("slatmon_skipped_steps_total", [(1, 0), (2, 1), (3, 1)]),
+              sample("slatmon_loss", [(1, 0.5), (2, math.nan), (3, 0.4)]),
+              sample("slatmon_grad_norm", [(1, 0.5), (2, 0.5), (3, 0.4)], layer="l")]
+    h = build_history(series, "r", 0)
+    assert [(s.step, s.sampled, s.skipped) for s in h.steps] == [(3, True, False), (4, False, True), (5, True, False)]
+    assert [r.step for r in h.layers] == [3, 5]
+    assert math.isnan(h.steps[1].loss) and h.steps[2].loss == 0.4
 
 
 def test_odd_values_do_not_break_the_timeline() -> None:
@@ -106,3 +118,12 @@ def test_odd_values_do_not_break_the_timeline() -> None:
     assert [s.step for s in h.steps] == [1, 3]  # NaN step dropped, step going backwards dropped
     assert h.preflight[0].code == "adam_eps_underflow" and h.preflight[0].first_step == 3
     monitor.diagnosis.run_rules(h)
+
+
+def test_coarser_prometheus_view_says_so() -> None:
+    from monitor.diagnosis import coarser_view
+    from monitor.findings import Finding
+
+    series = [sample("slatmon_step", [(1, 5), (2, 10)]), sample("slatmon_grad_norm", [(1, 0.5), (2, 0.4)], layer="l")]
+    f = coarser_view(Finding("x", "warning", "t", ("e",), 5), build_history(series, "r", 0))
+    assert f.evidence[0] == "e" and f.evidence[1].startswith("Prometheus view: 2 of 10 steps were scraped")

@@ -14,6 +14,7 @@ the hand-made TRELLIS scale, a loop that checks its gradients) skip those steps.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -38,7 +39,9 @@ class Cell:
     compiled: bool = False
     scheduler: bool = False  # a LambdaLR that steps every iteration, skipped ones included
     bad_steps: tuple[int, ...] = ()
-    nan_grad_layer: tuple[int, str] | None = None  # (step, layer): a NaN written into that layer's grad
+    bad_value: float = math.inf  # what the bad batches hold
+    nan_grad_layer: tuple[int, str] | None = None  # (step, layer): backward makes one NaN in its weight grad
+    eps: float | None = None  # Adam-family eps (default: 1e-8, 1e-4 for pure fp16/bf16)
     steps: int = 8
 
     @property
@@ -113,7 +116,7 @@ def batch(cell: Cell, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor
     g = torch.Generator().manual_seed(1000 * step + micro)
     x, y = torch.randn(16, 8, generator=g), torch.randn(16, 1 if cell.container_root else 4, generator=g)
     if step in cell.bad_steps:
-        x[3, 2] = math.inf
+        x[3, 2] = cell.bad_value
     return x, y
 
 
@@ -123,7 +126,8 @@ def make_optimizer(cell: Cell, params: list[torch.Tensor]) -> torch.optim.Optimi
     if cell.optimizer == "sgd":
         return torch.optim.SGD(params, lr=1e-2, momentum=0.9, **impl)
     cls = torch.optim.Adam if cell.optimizer == "adam" else torch.optim.AdamW
-    return cls(params, lr=1e-3, eps=1e-4 if low else 1e-8, **impl)
+    eps = cell.eps if cell.eps is not None else (1e-4 if low else 1e-8)
+    return cls(params, lr=1e-3, eps=eps, **impl)
 
 
 def layer_of(name: str) -> str:
@@ -156,8 +160,10 @@ def _nonfinite_grads(params: list[torch.Tensor]) -> bool:
     return any(p.grad is not None and not torch.isfinite(p.grad).all() for p in params)
 
 
-def run_cell(cell: Cell, watch: bool, **watch_options) -> tuple[Truth, monitor.Watcher | None]:
-    """Train `cell` (see the module docstring). Returns the truth and the closed watcher (or None)."""
+def run_cell(cell: Cell, watch: bool, after_step: Callable[[int, monitor.Watcher], None] | None = None,
+             **watch_options) -> tuple[Truth, monitor.Watcher | None]:
+    """Train `cell` (see the module docstring); `after_step(step, watcher)` runs after each watched
+    iteration. Returns the truth and the closed watcher (or None)."""
     watched, call = build_model(cell)
     named = list(watched.named_parameters())
     params = [p for _, p in named]
@@ -176,7 +182,7 @@ def run_cell(cell: Cell, watch: bool, **watch_options) -> tuple[Truth, monitor.W
         kw = {"scaler": scaler} if scaler is not None else {}
         if master is not None:
             kw = {"loss_scale": lambda: 2.0 ** state["log_scale"]}
-        w = monitor.watch(watched, opt, port=None, **kw, **watch_options)
+        w = monitor.watch(watched, opt, **{"port": None, **kw, **watch_options})
     autocast = {"bf16-autocast": torch.bfloat16, "self-skip": torch.bfloat16,
                 "fp16-amp": torch.float16}.get(cell.precision)
     try:
@@ -184,6 +190,8 @@ def run_cell(cell: Cell, watch: bool, **watch_options) -> tuple[Truth, monitor.W
             _iteration(cell, step, call, named, params, opt, scaler, master, state, autocast, truth, w)
             if sched is not None:
                 sched.step()
+            if after_step is not None and w is not None:
+                after_step(step, w)
     finally:
         if w is not None:
             w.close()
@@ -198,6 +206,9 @@ def _iteration(cell, step, call, named, params, opt, scaler, master, state, auto
         master.grad = None
     scale = 2.0 ** state["log_scale"] if master is not None else (scaler.get_scale() if scaler else 1.0)
     losses = []
+    handle = None
+    if cell.nan_grad_layer and cell.nan_grad_layer[0] == step:
+        handle = dict(named)[cell.nan_grad_layer[1] + ".weight"].register_hook(_one_nan)
     for micro in range(cell.micro_batches):
         x, y = batch(cell, step, micro)
         x = x.to(params[0].dtype) if cell.precision.endswith("pure") else x
@@ -208,8 +219,8 @@ def _iteration(cell, step, call, named, params, opt, scaler, master, state, auto
         if w is not None:
             w.observe_loss(loss)
         (scaler.scale(loss) if scaler else loss * scale).backward()
-    if cell.nan_grad_layer and cell.nan_grad_layer[0] == step:
-        dict(named)[cell.nan_grad_layer[1] + ".weight"].grad.view(-1)[0] = math.nan
+    if handle is not None:
+        handle.remove()
     truth.loss[step] = sum(losses) / len(losses)
     norms, bad = _grad_truth(named, scale)
     truth.layer_norm[step], truth.grad_nonfinite[step] = norms, bad
@@ -217,6 +228,12 @@ def _iteration(cell, step, call, named, params, opt, scaler, master, state, auto
     skipped = _apply(cell, step, params, opt, scaler, master, state, truth, w)
     if skipped:
         truth.skipped.append(step)
+
+
+def _one_nan(grad: torch.Tensor) -> torch.Tensor:
+    out = grad.clone()
+    out.view(-1)[0] = math.nan
+    return out
 
 
 def _clip(cell: Cell, tensors: list[torch.Tensor]) -> float:

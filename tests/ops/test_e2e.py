@@ -48,9 +48,11 @@ def test_nonfinite_alert_fires_and_is_delivered_through_alertmanager(e2e: E2E) -
     assert e2e.delivery is not None, "no webhook notification from Alertmanager"
     alert = next(a for a in e2e.delivery.body["alerts"] if a["labels"]["alertname"] == "SlatmonNonFiniteValues")
     labels, notes = alert["labels"], alert["annotations"]
-    assert labels["run"] == fault and labels["tensor"] in ("param", "grad") and labels["layer"]
-    assert f"run {fault} rank" in notes["summary"] and labels["layer"] in notes["summary"]
-    assert notes["triage_url"] == f"http://triage.test/?run={fault}&rank={labels['rank']}"
+    assert labels["run"] == fault and labels["tensor"] in ("param", "grad")
+    assert "layer" not in labels, "one alert per run, rank and tensor - not one per layer"
+    assert f"run {fault} rank" in notes["summary"]
+    assert notes["triage_url"] == notes["dashboard_url"] == f"http://triage.test/?run={fault}&rank={labels['rank']}"
+    assert notes["runbook_url"].endswith("/runbooks.md#slatmonnonfinitevalues")
     history = read_record(str(e2e.records["fault"]))
     first = next(s for s in history.steps if (s.param_nonfinite or 0) > 0 or (s.grad_nonfinite or 0) > 0)
     latency = e2e.delivery.received - first.time

@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 
 from monitor.ops import generate, render_grafana, render_prometheus
-from monitor.ops.alerts import ALERTS
+from monitor.ops.alerts import ALERTS, DEFAULT_DOCS_URL
 from monitor.ops.ids import DASHBOARD_UID, DATASOURCE_UID, FOLDER_UID
 
 ROOT = generate.REPO_ROOT
@@ -34,16 +34,33 @@ def test_prometheus_and_grafana_rules_come_from_the_same_definitions() -> None:
         assert g["data"][0]["datasourceUid"] == DATASOURCE_UID
         assert g["for"] == rule["for"] and g["labels"] == rule["labels"]
         assert g["condition"] == "C" and g["data"][1]["model"]["expression"] == render_grafana.CONDITION
-        assert set(g["annotations"]) == set(rule["annotations"]) == {"summary", "description", "triage_url"}
+        assert set(g["annotations"]) == set(rule["annotations"]) == {"summary", "description", "triage_url",
+                                                                      "dashboard_url", "runbook_url"}
+        assert g["annotations"]["runbook_url"].startswith(DEFAULT_DOCS_URL + "/runbooks.md#")
+        assert rule["annotations"]["runbook_url"].startswith("{{ $externalLabels.docs_url }}/runbooks.md#")
         assert "{{ $labels.run }}" in rule["annotations"]["summary"]
         assert "{{ $labels.rank }}" in rule["annotations"]["summary"]
-        assert "{" + "triage" not in str(g) + str(rule), "unfilled placeholder"
+        assert "{" + "triage" not in str(g) + str(rule) and "{" + "docs}" not in str(g) + str(rule), "unfilled"
 
 
-def test_per_layer_alerts_name_the_layer() -> None:
+def test_no_alert_is_per_layer() -> None:
+    """One alert per run, rank and cause: per-layer series are summed away (one NaN spread over 39 layers
+    of the #162 demo fired 39 alerts before)."""
     for a in ALERTS:
+        assert "$labels.layer" not in a.summary + a.description, a.name
         if "slatmon_nonfinite_elements" in a.expr:
-            assert "{{ $labels.layer }}" in a.summary
+            assert a.expr.count("sum by (run, rank, tensor) (slatmon_nonfinite_elements") == 2, a.name
+
+
+def test_every_runbook_anchor_exists() -> None:
+    text = (ROOT / "docs" / "runbooks.md").read_text()
+    anchors = {line.lstrip("#").strip().lower() for line in text.splitlines() if line.startswith("#")}
+    for a in ALERTS:
+        assert (a.runbook or a.name.lower()) in anchors or a.runbook == "{{ $labels.code }}", a.name
+    from monitor.diagnosis.engine import RULES
+
+    codes = {name for name, _ in RULES} | {"nonfinite_rank_first", "grad_norm_rank_divergence", "nonfinite_values"}
+    assert codes <= anchors, codes - anchors
 
 
 def test_grafana_api_rules_override_datasource_and_triage_url() -> None:

@@ -57,9 +57,27 @@ def test_a_broken_rule_fails_its_unit_test(tmp_path: Path) -> None:
     (tmp_path / "rules").mkdir()
     (tmp_path / "tests").mkdir()
     broken = (PROM / "rules" / "slatmon-alerts.yml").read_text().replace(
-        'slatmon_nonfinite_elements{tensor="param"} > 0', 'slatmon_nonfinite_elements{tensor="param"} > 5')
+        '(slatmon_nonfinite_elements{tensor="param"}) > 0', '(slatmon_nonfinite_elements{tensor="param"}) > 5')
     (tmp_path / "rules" / "slatmon-alerts.yml").write_text(broken)
     shutil.copy(PROM / "tests" / "alerts_test.yml", tmp_path / "tests")
     result = promtool("test", "rules", "tests/alerts_test.yml", cwd=tmp_path)
     assert result.returncode != 0
     assert "SlatmonNonFiniteValues" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("cell", ["fp16-amp-skips", "trellis-162"])
+def test_check_metrics_on_a_live_scrape(cell: str) -> None:
+    """`promtool check metrics` on what a watched run really serves: mid-run, with skipped steps
+    (GradScaler) or non-finite values everywhere (TRELLIS #162), findings and every per-layer family."""
+    import urllib.request
+
+    from tests.monitor.matrix import Cell, run_cell
+
+    bodies: list[bytes] = []
+    spec = {"fp16-amp-skips": Cell("fp16-amp", bad_steps=(2, 3), steps=4),
+            "trellis-162": Cell("fp16-pure", eps=1e-8, steps=4)}[cell]
+    run_cell(spec, watch=True, port=0, after_step=lambda step, w: bodies.append(urllib.request.urlopen(w.url).read()))
+    assert len(bodies) == 4 and b"slatmon_grad_norm_global{" in bodies[-1]
+    for body in bodies:
+        result = subprocess.run([PROMTOOL, "check", "metrics"], input=body, capture_output=True, timeout=60)
+        assert result.returncode == 0, (result.stdout + result.stderr).decode()

@@ -43,7 +43,7 @@ def test_bad_port_is_rejected_by_the_parser(capsys: pytest.CaptureFixture[str]) 
     with pytest.raises(SystemExit) as exc:
         main(["--port", "eighty"])
     assert exc.value.code == 2
-    assert "--port takes a number or 'none'" in capsys.readouterr().err
+    assert "--port takes a number, 'auto' or 'none'" in capsys.readouterr().err
 
 
 def test_cuda_without_a_gpu_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -80,3 +80,16 @@ def test_step_printer_prints_the_moments_that_matter(capsys):
                            nonfinite_params=() if i < 12 else ("a",), update_ratio=None, voxels=10))
     printed = [int(line.split()[1]) for line in capsys.readouterr().out.splitlines()]
     assert printed == [1, 2, 3, 10, 12, 20]
+
+
+def test_run_name_and_fault_rank_options() -> None:
+    """`--run-name` passes through torchrun (which reads a bare `--run` as its own --run-path); `--run`
+    stays accepted; no option is ever taken from an abbreviation."""
+    from trainer_example.train import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["--run-name", "a", "--fault-rank", "1"]).run == "a"
+    assert parser.parse_args(["--run", "b"]).run == "b"
+    assert parser.parse_args([]).fault_rank is None and parser.parse_args([]).port == "auto"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--run-n", "c"])

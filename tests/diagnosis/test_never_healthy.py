@@ -1,0 +1,56 @@
+"""Never "healthy" while anything non-finite was seen, whatever the dtype: NaN batches in fp32, bf16
+and fp16, a NaN gradient that clipping spreads to every layer under bf16 autocast, and a persistent
+overflow under TRELLIS's hand-made loss scale. The step comes from the raw training loop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import monitor
+from tests.monitor.faults import NAN_AT, NEVER_HEALTHY, fault_record, first_nonfinite_step
+from tests.monitor.matrix import Cell, run_cell
+
+from .test_cli import cli
+
+
+@pytest.fixture(scope="module")
+def faults(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, object]]:
+    folder = tmp_path_factory.mktemp("faults")
+    return {name: fault_record(name, folder) for name in NEVER_HEALTHY}
+
+
+@pytest.mark.parametrize("name", sorted(NEVER_HEALTHY))
+def test_nonfinite_run_gets_a_critical_finding_at_the_right_step(faults, name: str) -> None:
+    path, truth = faults[name]
+    assert first_nonfinite_step(truth) == NAN_AT
+    top = monitor.diagnose(str(path))[0]
+    assert top.severity == "critical", top
+    assert top.first_step == NAN_AT, top
+
+
+def test_clipping_spread_names_the_layer_that_went_nan_first(faults) -> None:
+    path, truth = faults["bf16-clip-spread"]
+    assert [k for k, v in truth.grad_nonfinite[NAN_AT].items() if v] == ["blocks.0"]
+    [top] = [f for f in monitor.diagnose(str(path)) if f.severity == "critical"]
+    assert top.layers == ("blocks.0",)
+    assert any("before clipping only blocks.0" in line for line in top.evidence), top.evidence
+
+
+@pytest.mark.parametrize("name", sorted(NEVER_HEALTHY))
+def test_cli_exits_1(faults, name: str) -> None:
+    out = cli(str(faults[name][0]))
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "[CRITICAL]" in out.stdout and "healthy" not in out.stdout
+
+
+def test_trellis_persistent_overflow_is_critical() -> None:
+    """TRELLIS inflat_all watched the natural way: the root models dict is never called, skips never
+    call optimizer.step(); 6 of 8 steps overflow and are skipped (scale 2**12 -> 2**6)."""
+    cell = Cell("inflat_all", container_root=True, bad_steps=(3, 4, 5, 6, 7, 8))
+    truth, w = run_cell(cell, watch=True)
+    assert truth.skipped == [3, 4, 5, 6, 7, 8]
+    assert w.counters.skipped_steps == 6 and w.counters.step == 8
+    top = w.findings()[0]
+    assert (top.code, top.severity, top.first_step) == ("loss_scale_collapse", "critical", 3)
