@@ -1,10 +1,7 @@
-"""Helpers shared by the integration tests: hooks left behind, bitwise comparison, the catch-all rule."""
+"""Helpers shared by the integration tests: hooks left behind, bitwise comparison, critical findings."""
 
 from __future__ import annotations
 
-import importlib.util
-
-import pytest
 import torch
 from torch import nn
 
@@ -34,14 +31,6 @@ def assert_bitwise_equal(plain: dict[str, torch.Tensor], seen: dict[str, torch.T
 
 def params_of(*modules: nn.Module) -> dict[str, torch.Tensor]:
     return {f"{i}.{n}": p.detach().clone() for i, m in enumerate(modules) for n, p in m.named_parameters()}
-
-
-# A run whose only trouble is a NaN loss (or a skip with no scale) is flagged critical by the catch-all
-# "unexplained non-finite values" rule (issue 8). Until that rule is on this branch these tests are
-# expected to fail; strict: once it exists they must pass.
-needs_catch_all = pytest.mark.xfail(importlib.util.find_spec("monitor.diagnosis.nonfinite_values") is None,
-                                    reason="needs the catch-all non-finite finding (monitor/diagnosis/"
-                                           "nonfinite_values.py, issue 8)", strict=True)
 
 
 def critical(findings) -> list[str]:
