@@ -4,12 +4,14 @@ bitwise-identical training, and the trainer exactly as it was after close() - al
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 
 import monitor
 from monitor.integrations.trellis import watch_trellis
+from monitor.record import read_record
 
 from .common import assert_bitwise_equal, critical, hooks_left
 from .trellis_standin import StandInTrainer
@@ -151,3 +153,19 @@ def test_kill_switch_patches_nothing(monkeypatch):
         assert "run_step" not in vars(trainer) and "training_losses" not in vars(trainer)
         trainer.run()
     assert w.findings() == [] and trainer.truth.skipped == [2]
+
+
+@pytest.mark.parametrize("mode", ["inflat_all", "none"])
+def test_torchrun_two_ranks_one_record_each_every_skip_counted(tmp_path, mode):
+    """Real torchrun, 2 ranks, DDP over gloo: an inf in rank 1's batch reaches rank 0 through the
+    all-reduce, so both skip; each rank writes its own record with its own rank."""
+    from tests.trainer_example.torchrun import job
+
+    job("-m", "tests.integrations.trellis_ddp", str(tmp_path), mode, cwd=tmp_path)
+    for rank in (0, 1):
+        truth = json.loads((tmp_path / f"truth-{rank}.json").read_text())
+        assert truth["skipped"] == [3, 4] and truth["rank"] == rank and truth["errors"] == 0
+        history = read_record(tmp_path / f"trellis-{rank}.sqlite")
+        assert history.run.rank == rank
+        assert [s.step for s in history.steps if s.skipped] == truth["skipped"]
+        assert len(history.steps) == 8

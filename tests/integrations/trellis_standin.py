@@ -4,13 +4,15 @@ trellis/trainers/basic.py (`init_models_and_more`, `run_step`), trellis/trainers
 loop, `self.step`), trellis/trainers/utils.py (the flat fp32 master parameter and its copies).
 
 Same attribute names and the same step logic per `fp16_mode`; our own code. Differences, all for the
-CPU: autocast and the GradScaler use the models' device type (TRELLIS hard-codes 'cuda'); no DDP,
-EMA, elastic memory or checkpoints; data comes from `batch()` below, not a dataset.
+CPU: autocast and the GradScaler use the models' device type (TRELLIS hard-codes 'cuda'); DDP
+(under an initialised process group) without `no_sync` for the micro-batches; no EMA, elastic memory
+or checkpoints; data comes from `load_data()` below (seeded by step and rank), not a dataset.
 
-Faults: iterations in `bad_steps` (1-based) get an inf in the input, so their gradients are
-non-finite: `inflat_all` lowers log_scale and skips, `amp`'s GradScaler skips, mode None prints a
-warning and skips. `truth` records, without asking the monitor, which iterations skipped and each
-iteration's loss (the mean of its micro-batch losses, as TRELLIS logs it).
+Faults: iterations in `bad_steps` (1-based) get an inf in the input (of the last rank only: DDP's
+all-reduce carries it to every rank), so their gradients are non-finite: `inflat_all` lowers
+log_scale and skips, `amp`'s GradScaler skips, mode None prints a warning and skips. `truth`
+records, without asking the monitor, which iterations skipped and each iteration's loss (the mean
+of its micro-batch losses, as TRELLIS logs it).
 """
 
 from __future__ import annotations
@@ -49,7 +51,10 @@ class StandInTrainer:
         self.fp16_mode, self.fp16_scale_growth = fp16_mode, fp16_scale_growth
         self.max_steps, self.batch_split, self.grad_clip = max_steps, batch_split, grad_clip
         self.bad_steps = bad_steps
-        self.world_size, self.rank, self.is_master = 1, 0, True
+        dist = torch.distributed
+        self.world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        self.rank = dist.get_rank() if self.world_size > 1 else 0
+        self.is_master = self.rank == 0
         self.step = 0
         self.truth = Truth()
         self.init_models_and_more()
@@ -59,7 +64,8 @@ class StandInTrainer:
         return next(iter(self.models.values())).out_layer.weight.device
 
     def init_models_and_more(self) -> None:
-        self.training_models = self.models  # world_size == 1: no DDP wrappers
+        self.training_models = {n: nn.parallel.DistributedDataParallel(m) for n, m in self.models.items()} \
+            if self.world_size > 1 else self.models
         self.model_params = sum([[p for p in m.parameters() if p.requires_grad] for m in self.models.values()], [])
         if self.fp16_mode == "amp":
             self.master_params = self.model_params
@@ -79,9 +85,9 @@ class StandInTrainer:
         return {"loss": loss, "mse": loss}, {}
 
     def load_data(self) -> list[dict[str, torch.Tensor]]:
-        g = torch.Generator().manual_seed(self.step)
+        g = torch.Generator().manual_seed(self.step + 1000 * self.rank)
         x, y = torch.randn(16, 8, generator=g), torch.randn(16, 1, generator=g)
-        if self.step + 1 in self.bad_steps:
+        if self.step + 1 in self.bad_steps and self.rank == self.world_size - 1:  # one rank's batch only
             x[3, 2] = math.inf
         n = 16 // self.batch_split
         return [{"x": x[i * n:(i + 1) * n], "y": y[i * n:(i + 1) * n]} for i in range(self.batch_split)]
