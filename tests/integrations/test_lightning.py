@@ -200,3 +200,11 @@ def test_kill_switch(tmp_path, monkeypatch):
     trainer = fit(tmp_path, module, [cb])
     assert trainer.global_step == STEPS and cb.last_watcher.findings() == []
     assert hooks_left([module], trainer.optimizers) == 0
+
+
+def test_guard_refused_where_the_update_is_marked_by_the_callback(tmp_path):
+    """Without a GradScaler the step pre-hook fires before backward: the guard cannot act there."""
+    module, cb = Tiny(), SlatMonitorCallback(port=None, on_nonfinite="skip")
+    with pytest.raises(monitor.ConfigError, match="on_nonfinite"):
+        fit(tmp_path, module, [cb])
+    assert hooks_left([module], []) == 0 and cb.watcher is None
