@@ -23,6 +23,9 @@ class DisabledWatcher:
     def step_skipped(self, loss: Any = None) -> None:
         pass
 
+    def before_optimizer_step(self) -> None:
+        pass
+
     def findings(self) -> list[Finding]:
         return []
 

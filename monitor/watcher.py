@@ -31,6 +31,7 @@ from torch import nn
 from .capture import OutputProbe, entry_modules
 from .config import DEFAULT_PORT, DefaultPort, check_args, check_guard, default_run
 from .distributed import default_port, detect, record_path
+from .errors import ConfigError
 from .findings import Finding
 from .guard.hooks import GuardHooks
 from .history import History, RunInfo
@@ -88,9 +89,12 @@ class Watcher:
                  group_depth: int | None = None, update_ratio: bool = True,
                  targets_dir: str | os.PathLike[str] | None = None, export_layers: str = "auto",
                  on_nonfinite: str = "warn", max_skips: int | None = None,
-                 checkpoint: Callable[[dict[str, Any]], Any] | None = None) -> None:
+                 checkpoint: Callable[[dict[str, Any]], Any] | None = None, step_pre_hook: bool = True) -> None:
         check_args(model, optimizer, scaler, loss_scale, every, port, host, max_layers, export_layers)
         check_guard(on_nonfinite, max_skips, checkpoint)
+        if not step_pre_hook and on_nonfinite != "warn":  # the guard acts in the optimizer's own pre-hook
+            raise ConfigError(f"watch(): on_nonfinite={on_nonfinite!r} needs the optimizer's step pre-hook; "
+                              "use on_nonfinite='warn' with step_pre_hook=False")
         self._export_layers = export_layers
         self.model, self.optimizer, self.every = model, optimizer, every
         self.dist = detect(rank)  # rank, local rank, world size, torchrun run id (no collective)
@@ -123,8 +127,9 @@ class Watcher:
         self._custom = CustomScaleTap(loss_scale) if loss_scale is not None else None
         self._nonfinite_guard = (None if on_nonfinite == "warn" else
                                  GuardHooks(self, on_nonfinite, max_skips, checkpoint))
+        # step_pre_hook=False: the caller calls before_optimizer_step() itself (optimizer.step(closure) loops)
         self._handles = [
-            optimizer.register_step_pre_hook(self._pre_step),
+            *([optimizer.register_step_pre_hook(self._pre_step)] if step_pre_hook else []),
             *(self._nonfinite_guard.register() if self._nonfinite_guard else []),  # after _pre_step, before _post_step
             optimizer.register_step_post_hook(self._post_step),
             optimizer.register_load_state_dict_post_hook(self._on_load_state_dict),
@@ -179,6 +184,16 @@ class Watcher:
         if not self._iteration_open and self._last_was_skip:
             return
         self._skipped("user")
+
+    def before_optimizer_step(self) -> None:
+        """The iteration's gradients are final and the update is about to run: what the optimizer's step
+        pre-hook does, for a watcher made with `step_pre_hook=False`.
+
+        For loops that run forward and backward inside `optimizer.step(closure)` (Lightning without a
+        GradScaler), where the pre-hook fires before the gradients exist. Call it once per update,
+        after the closure's backward and before the parameters change."""
+        if not self._closed:
+            self._pre_step(self.optimizer, (), {})
 
     def history(self) -> History:
         """Everything observed so far (bounded in memory; the run record keeps it all)."""
@@ -445,6 +460,8 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any = None
     update made parameters/optimizer state non-finite, is kept out of the weights and counted as
     skipped; after `max_skips` consecutive skips it stops) or "stop" (raise `monitor.GuardStop` out of
     `optimizer.step()`, weights as before that step, after calling `checkpoint(last_good_state)`).
+    step_pre_hook: False for loops that run backward inside `optimizer.step(closure)`: then call
+    `before_optimizer_step()` yourself (see there); not with on_nonfinite="skip"/"stop".
     Set SLATMON_DISABLE=1 to turn every hook off (returns a Watcher that records nothing).
     """
     if os.environ.get("SLATMON_DISABLE") == "1":

@@ -2,7 +2,8 @@
 # Set up everything slat-monitor's demo and tests need on a fresh Debian machine, idempotently:
 # Debian packages (Prometheus, Alertmanager, Chromium) when run as root (scripts/apt-install.sh waits for
 # another apt process's lock), and a virtual environment in .venv with the package installed editable and
-# the CPU build of PyTorch (constraints-cpu.txt). A rerun skips pip when nothing it installs from changed
+# the CPU build of PyTorch (constraints-cpu.txt) and every extra the tests use (Lightning and Hugging
+# Face included, for tests/integrations). A rerun skips pip when nothing it installs from changed
 # (.venv/.slatmon-setup: a hash of pyproject.toml, constraints-cpu.txt and the options); SLATMON_REINSTALL=1
 # forces it. On a GPU machine with its own torch, SLATMON_KEEP_TORCH=1 installs without the CPU pin.
 set -euo pipefail
@@ -25,7 +26,7 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 constraint=(-c constraints-cpu.txt)
 [ "${SLATMON_KEEP_TORCH:-0}" = 1 ] && constraint=()
-extras=".[trainer,ops,dashboard,test]"
+extras=".[trainer,ops,dashboard,lightning,huggingface,test]"
 stamp_file=.venv/.slatmon-setup
 stamp=$(cat pyproject.toml constraints-cpu.txt <(echo "$extras ${constraint[*]} $PWD") | sha256sum | cut -c1-16)
 if [ "${SLATMON_REINSTALL:-0}" != 1 ] && [ "$(cat "$stamp_file" 2>/dev/null)" = "$stamp" ] \
