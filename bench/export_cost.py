@@ -1,0 +1,225 @@
+"""Export cost: scrape latency and body size by layer count, run-record size, dashboard query time.
+
+    python -m bench.export_cost                       # 100 / 1,000 / 10,000 layers; 1,000-step record;
+                                                      # dashboard queries over a backfilled 10,000-step run
+    python -m bench.export_cost --skip-dashboard      # without Prometheus
+
+Scrapes: a real Watcher (max_layers = layer count) on a model of N one-parameter layers after one
+sampled step; `GET /metrics` timed from this process (median of 10), body in bytes.
+Record: the SQLite record (+ WAL) of 1,000 watched steps of a 100-layer model, every=1 and every=10.
+Dashboard: the exporter's series of a 100-layer run (labels exactly as exported) backfilled into
+a real Prometheus with `promtool tsdb create-blocks-from openmetrics`: a 10,000-step run at one
+step per second scraped every 5 s (the shipped interval: 2,000 samples per series); then every
+query of the committed Grafana dashboard, as a range query over the whole run at Grafana's
+~1,000 points per panel (step 10 s), timed through the HTTP API (median of 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import monitor
+
+__all__ = ["dashboard_queries", "main", "record_size", "scrape_cost"]
+
+ROOT = Path(__file__).resolve().parents[1]
+DASHBOARD = ROOT / "grafana" / "provisioning" / "dashboards" / "slatmon-training-health.json"
+
+
+def _layers_model(n: int) -> nn.Module:
+    """n layers named like a real model's (`blocks.17.proj`), one 4-element weight each."""
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Linear(2, 2, bias=False)
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = nn.ModuleList(Block() for _ in range(n))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return sum(b.proj(x) for b in self.blocks)  # type: ignore[return-value]
+
+    return Model()
+
+
+def _watched(n: int, steps: int, **options: object) -> tuple[monitor.Watcher, nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    model = _layers_model(n)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    w = monitor.watch(model, opt, max_layers=n, run=f"bench{n}", **options)
+    x = torch.randn(4, 2)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = model(x).pow(2).mean()
+        w.observe_loss(loss)
+        loss.backward()
+        opt.step()
+    return w, model, opt
+
+
+def _get(url: str) -> tuple[float, bytes]:
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=60) as r:
+        body = r.read()
+    return time.perf_counter() - t0, body
+
+
+def scrape_cost(n: int, repeats: int = 10) -> dict[str, float]:
+    """Median scrape latency (ms) and body size (bytes) of a watcher with `n` layers."""
+    w, _, _ = _watched(n, 1, port=0)
+    try:
+        _get(w.url)  # warm-up: first findings() evaluation
+        times, body = [], b""
+        for _ in range(repeats):
+            t, body = _get(w.url)
+            times.append(t)
+    finally:
+        w.close()
+    return {"layers": n, "scrape_ms": 1e3 * statistics.median(times), "body_bytes": len(body),
+            "series": sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))}
+
+
+def record_size(steps: int, every: int, layers: int, tmp: Path) -> dict[str, float]:
+    path = tmp / f"rec-{every}.db"
+    w, _, _ = _watched(layers, steps, port=None, record=path, every=every)
+    w.close()
+    size = sum(p.stat().st_size for p in tmp.glob(f"rec-{every}.db*"))
+    return {"layers": layers, "steps": steps, "every": every, "bytes": size,
+            "bytes_per_1000_steps": size * 1000 / steps}
+
+
+def _exported_series(layers: int) -> list[tuple[str, str, str]]:
+    """(family, type, 'name{labels}') of every sample a real `layers`-layer watcher exports."""
+    w, _, _ = _watched(layers, 2, port=0)
+    try:
+        _, body = _get(w.url)
+    finally:
+        w.close()
+    types, out = {}, []
+    for line in body.decode().splitlines():
+        if line.startswith("# TYPE "):
+            _, _, fam, typ = line.split(" ", 3)
+            types[fam] = typ
+        elif line and not line.startswith("#"):
+            series = line.rsplit(" ", 1)[0]
+            name = series.split("{", 1)[0]
+            fam = next((f for f in (name, name.removesuffix("_total"), name.removesuffix("_created"))
+                        if f in types), name)
+            if not name.endswith("_created"):
+                out.append((fam, types.get(fam, "gauge"), series))
+    return out
+
+
+def _openmetrics(series: list[tuple[str, str, str]], start: int, samples: int, interval: int, path: Path) -> None:
+    """Backfill input: every series with `samples` values, `interval` s apart, grouped by family."""
+    gen = torch.Generator().manual_seed(0)
+    with open(path, "w") as f:
+        by_family: dict[str, list[str]] = {}
+        kinds: dict[str, str] = {}
+        for fam, typ, s in series:
+            by_family.setdefault(fam, []).append(s)
+            kinds[fam] = typ
+        for fam, members in by_family.items():
+            f.write(f"# TYPE {fam} {'counter' if kinds[fam] == 'counter' else 'gauge'}\n")
+            for s in members:
+                walk = torch.randn(samples, generator=gen).cumsum(0).abs().tolist()
+                counter = kinds[fam] == "counter"
+                for i, v in enumerate(walk):
+                    value = float(i) if counter else v
+                    f.write(f"{s} {value:.6g} {start + i * interval}\n")
+        f.write("# EOF\n")
+
+
+def _query_ms(base: str, expr: str, start: int, end: int, step: int, repeats: int) -> tuple[float, int]:
+    params = urllib.parse.urlencode({"query": expr, "start": start, "end": end, "step": step})
+    times, n = [], 0
+    for _ in range(repeats):
+        t, body = _get(f"{base}/api/v1/query_range?{params}")
+        times.append(t)
+        data = json.loads(body)
+        assert data["status"] == "success", data
+        n = sum(len(r.get("values", [])) for r in data["data"]["result"])
+    return 1e3 * statistics.median(times), n
+
+
+def dashboard_queries(layers: int, steps: int, interval: int, tmp: Path, repeats: int = 3) -> list[dict]:
+    """Backfill a `steps`-step run (1 step/s, scraped every `interval` s) and time each dashboard query."""
+    from tests.realservers import Servers
+
+    series = _exported_series(layers)
+    run = re.search(r'run="([^"]+)"', series[0][2]).group(1)  # type: ignore[union-attr]
+    end = int(time.time()) // 60 * 60 - 60
+    start = end - steps
+    om, data = tmp / "backfill.om", tmp / "prometheus" / "data"  # where Servers.prometheus keeps its TSDB
+    _openmetrics(series, start, steps // interval, interval, om)
+    subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", str(om), str(data)],
+                   check=True, capture_output=True, timeout=600)
+    om.unlink()
+    servers = Servers(tmp)
+    try:
+        prom = servers.prometheus({"global": {"scrape_interval": "5s"}, "scrape_configs": []})
+        panels = _dashboard_exprs()
+        rows = []
+        for title, expr in panels:
+            q = expr.replace("$__rate_interval", "1m").replace('"$run"', f'"{run}"').replace('"$rank"', '".*"')
+            ms, points = _query_ms(prom.url, q, start, end, max(1, steps // 1000), repeats)
+            rows.append({"panel": title, "query_ms": ms, "points": points})
+        return rows
+    finally:
+        servers.close()
+
+
+def _dashboard_exprs() -> list[tuple[str, str]]:
+    doc = json.loads(DASHBOARD.read_text())
+
+    def walk(panels: list[dict]) -> list[dict]:
+        return [q for p in panels for q in [p, *walk(p.get("panels", []))]]
+
+    return [(p.get("title", ""), t["expr"]) for p in walk(doc["panels"]) for t in p.get("targets", [])
+            if t.get("expr")]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.export_cost", description=__doc__.split("\n")[0])
+    p.add_argument("--layers", type=int, nargs="+", default=[100, 1000, 10000])
+    p.add_argument("--record-steps", type=int, default=1000)
+    p.add_argument("--run-steps", type=int, default=10000)
+    p.add_argument("--skip-dashboard", action="store_true")
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    print(f"torch={torch.__version__}\n\n| layers | series | scrape (ms, median of 10) | body (KiB) |")
+    print("|---|---|---|---|")
+    for n in a.layers:
+        r = scrape_cost(n)
+        print(f"| {n} | {r['series']} | {r['scrape_ms']:.1f} | {r['body_bytes'] / 1024:.0f} |", flush=True)
+    with tempfile.TemporaryDirectory(prefix="slatmon-export-") as tmp:
+        print("\n| record | layers | every | bytes per 1,000 steps |\n|---|---|---|---|")
+        for every in (1, 10):
+            r = record_size(a.record_steps, every, 100, Path(tmp))
+            kib = r["bytes_per_1000_steps"] / 1024
+            print(f"| {a.record_steps} steps | 100 | {every} | {kib:.0f} KiB |", flush=True)
+        if not a.skip_dashboard:
+            rows = dashboard_queries(100, a.run_steps, 5, Path(tmp))
+            print(f"\nDashboard over a backfilled {a.run_steps}-step run (100 layers, 5 s scrapes):\n"
+                  "| panel | query (ms, median of 3) | points returned |\n|---|---|---|")
+            for r in rows:
+                print(f"| {r['panel']} | {r['query_ms']:.1f} | {r['points']} |")
+            print(f"| **all {len(rows)} queries** | {sum(r['query_ms'] for r in rows):.0f} | |")
+
+
+if __name__ == "__main__":
+    main()
