@@ -11,7 +11,9 @@ Dashboard: the exporter's series of a 100-layer run (labels exactly as exported)
 a real Prometheus with `promtool tsdb create-blocks-from openmetrics`: a 10,000-step run at one
 step per second scraped every 5 s (the shipped interval: 2,000 samples per series); then every
 query of the committed Grafana dashboard, as a range query over the whole run at Grafana's
-~1,000 points per panel (step 10 s), timed through the HTTP API (median of 3).
+~1,000 points per panel (step 10 s; instant queries at the run's end, as the dashboard sends
+them), timed through the HTTP API (median of 3). Values: moving families (norms, ratios, loss)
+random-walk around the exported value, counters grow, the rest keep the exported value.
 """
 
 from __future__ import annotations
@@ -102,8 +104,8 @@ def record_size(steps: int, every: int, layers: int, tmp: Path) -> dict[str, flo
             "bytes_per_1000_steps": size * 1000 / steps}
 
 
-def _exported_series(layers: int) -> list[tuple[str, str, str]]:
-    """(family, type, 'name{labels}') of every sample a real `layers`-layer watcher exports."""
+def _exported_series(layers: int) -> list[tuple[str, str, str, float]]:
+    """(family, type, 'name{labels}', value) of every sample a real `layers`-layer watcher exports."""
     w, _, _ = _watched(layers, 2, port=0)
     try:
         _, body = _get(w.url)
@@ -115,44 +117,57 @@ def _exported_series(layers: int) -> list[tuple[str, str, str]]:
             _, _, fam, typ = line.split(" ", 3)
             types[fam] = typ
         elif line and not line.startswith("#"):
-            series = line.rsplit(" ", 1)[0]
+            series, value = line.rsplit(" ", 1)
             name = series.split("{", 1)[0]
-            fam = next((f for f in (name, name.removesuffix("_total"), name.removesuffix("_created"))
-                        if f in types), name)
+            fam = next((f for f in (name, name.removesuffix("_total")) if f in types), name)
             if not name.endswith("_created"):
-                out.append((fam, types.get(fam, "gauge"), series))
+                out.append((fam, types.get(fam, "gauge"), series, float(value)))
     return out
 
 
-def _openmetrics(series: list[tuple[str, str, str]], start: int, samples: int, interval: int, path: Path) -> None:
+# Families whose values move step by step (a random walk around the exported value); counters and
+# the step grow; the rest (info, lr, eps, non-finite counts of a healthy run) keep the exported value.
+_MOVING = {"slatmon_loss", "slatmon_grad_norm", "slatmon_grad_norm_global", "slatmon_param_norm",
+           "slatmon_update_ratio", "slatmon_zero_grad_ratio", "slatmon_adam_state_zero_ratio"}
+_GROWING = {"slatmon_step", "slatmon_last_step_timestamp_seconds"}
+
+
+def _openmetrics(series: list[tuple[str, str, str, float]], start: int, samples: int, interval: int,
+                 path: Path) -> None:
     """Backfill input: every series with `samples` values, `interval` s apart, grouped by family."""
     gen = torch.Generator().manual_seed(0)
+    by_family: dict[str, list[tuple[str, float]]] = {}
+    kinds: dict[str, str] = {}
+    for fam, typ, s, v in series:
+        by_family.setdefault(fam, []).append((s, v))
+        kinds[fam] = typ
     with open(path, "w") as f:
-        by_family: dict[str, list[str]] = {}
-        kinds: dict[str, str] = {}
-        for fam, typ, s in series:
-            by_family.setdefault(fam, []).append(s)
-            kinds[fam] = typ
         for fam, members in by_family.items():
-            f.write(f"# TYPE {fam} {'counter' if kinds[fam] == 'counter' else 'gauge'}\n")
-            for s in members:
-                walk = torch.randn(samples, generator=gen).cumsum(0).abs().tolist()
-                counter = kinds[fam] == "counter"
-                for i, v in enumerate(walk):
-                    value = float(i) if counter else v
-                    f.write(f"{s} {value:.6g} {start + i * interval}\n")
+            counter = kinds[fam] == "counter"
+            f.write(f"# TYPE {fam} {'counter' if counter else 'gauge'}\n")
+            for s, v in members:
+                if fam in _MOVING:
+                    values = (v * (1 + 0.01 * torch.randn(samples, generator=gen).cumsum(0).abs())).tolist()
+                elif counter or fam in _GROWING:
+                    values = [v + i * interval for i in range(samples)]
+                else:
+                    values = [v] * samples
+                f.writelines(f"{s} {x:.6g} {start + i * interval}\n" for i, x in enumerate(values))
         f.write("# EOF\n")
 
 
-def _query_ms(base: str, expr: str, start: int, end: int, step: int, repeats: int) -> tuple[float, int]:
-    params = urllib.parse.urlencode({"query": expr, "start": start, "end": end, "step": step})
+def _query_ms(base: str, expr: str, instant: bool, start: int, end: int, step: int,
+              repeats: int) -> tuple[float, int]:
+    """Median ms of the query as Grafana sends it (instant at `end`, or a range) and the points returned."""
+    args = {"query": expr, "time": end} if instant else {"query": expr, "start": start, "end": end, "step": step}
+    url = f"{base}/api/v1/{'query' if instant else 'query_range'}?{urllib.parse.urlencode(args)}"
     times, n = [], 0
     for _ in range(repeats):
-        t, body = _get(f"{base}/api/v1/query_range?{params}")
+        t, body = _get(url)
         times.append(t)
         data = json.loads(body)
         assert data["status"] == "success", data
-        n = sum(len(r.get("values", [])) for r in data["data"]["result"])
+        n = sum(len(r.get("values", [])) or 1 for r in data["data"]["result"])
     return 1e3 * statistics.median(times), n
 
 
@@ -174,23 +189,23 @@ def dashboard_queries(layers: int, steps: int, interval: int, tmp: Path, repeats
         prom = servers.prometheus({"global": {"scrape_interval": "5s"}, "scrape_configs": []})
         panels = _dashboard_exprs()
         rows = []
-        for title, expr in panels:
+        for title, expr, instant in panels:
             q = expr.replace("$__rate_interval", "1m").replace('"$run"', f'"{run}"').replace('"$rank"', '".*"')
-            ms, points = _query_ms(prom.url, q, start, end, max(1, steps // 1000), repeats)
+            ms, points = _query_ms(prom.url, q, instant, start, end, max(1, steps // 1000), repeats)
             rows.append({"panel": title, "query_ms": ms, "points": points})
         return rows
     finally:
         servers.close()
 
 
-def _dashboard_exprs() -> list[tuple[str, str]]:
+def _dashboard_exprs() -> list[tuple[str, str, bool]]:
     doc = json.loads(DASHBOARD.read_text())
 
     def walk(panels: list[dict]) -> list[dict]:
         return [q for p in panels for q in [p, *walk(p.get("panels", []))]]
 
-    return [(p.get("title", ""), t["expr"]) for p in walk(doc["panels"]) for t in p.get("targets", [])
-            if t.get("expr")]
+    return [(p.get("title", ""), t["expr"], bool(t.get("instant"))) for p in walk(doc["panels"])
+            for t in p.get("targets", []) if t.get("expr")]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,6 +1,7 @@
-"""Peak tensor memory of a training step, from the torch profiler's allocator events.
+"""Peak tensor memory of a training step: CUDA allocator statistics, or the torch profiler's allocator
+events on the CPU (torch keeps no CPU allocator statistics).
 
-Measured, from the allocator events of the step's device (CPU, or the CUDA device):
+Measured on the step's device:
 - peak: the highest running total of bytes handed out minus bytes taken back during the step, i.e.
   the step's transient peak above what was live when it started (usually the forward activations:
   a monitor working after backward, when they are freed, stays under it);
@@ -48,15 +49,14 @@ def _quiet_stderr() -> Iterator[None]:
 
 def step_memory(step: Callable[[], None], steps: int, device: torch.device) -> StepMemory:
     """The largest per-step peak and allocation (bytes, `device`'s allocator) over `steps` calls of `step`."""
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    if device.type == "cuda":
+        return _cuda_step_memory(step, steps)
     peaks, allocated = [], []
     for _ in range(steps):
-        with _quiet_stderr(), profile(activities=activities, profile_memory=True) as prof:
+        with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
         events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"
-                  and (e.device_type() in _HOST) == (device.type == "cpu")]
+                  and e.device_type() in _HOST]
         live = peak = total = 0
         for e in sorted(events, key=lambda e: e.start_ns()):
             live += e.nbytes()
@@ -64,4 +64,18 @@ def step_memory(step: Callable[[], None], steps: int, device: torch.device) -> S
             total += max(e.nbytes(), 0)
         peaks.append(peak)
         allocated.append(total)
+    return StepMemory(max(peaks), max(allocated))
+
+
+def _cuda_step_memory(step: Callable[[], None], steps: int) -> StepMemory:
+    peaks, allocated = [], []
+    for _ in range(steps):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        live = torch.cuda.memory_allocated()
+        total = torch.cuda.memory_stats().get("allocated_bytes.all.allocated", 0)
+        step()
+        torch.cuda.synchronize()
+        peaks.append(torch.cuda.max_memory_allocated() - live)
+        allocated.append(torch.cuda.memory_stats().get("allocated_bytes.all.allocated", 0) - total)
     return StepMemory(max(peaks), max(allocated))

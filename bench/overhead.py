@@ -70,9 +70,10 @@ def measure(workload: str, names: list[str], device: torch.device, steps: int, w
             memory: bool, tmp: Path) -> list[Row]:
     """Time `names` (variants, "unwatched" first) on `workload`; one Row per variant."""
     pairs = []
+    (tmp / workload).mkdir(exist_ok=True)
     for name in names:
         variant, job = VARIANTS[name](), make_job(workload, device)
-        variant.attach(job, tmp)
+        variant.attach(job, tmp / workload)
         pairs.append((variant, job))
     times: dict[str, list[float]] = {n: [] for n in names}
     t_start = time.perf_counter()
@@ -113,8 +114,8 @@ def table(rows: list[Row]) -> str:
     out = ["| variant | median step (ms) | ratio to unwatched (median) | p25-p75 | overhead / floor's "
            "| step peak (MiB) | allocated per step (MiB) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        vs_floor = ("" if floor is None or r.variant == "unwatched" or floor.ratio <= 1.0
-                    else f"{(r.ratio - 1) / (floor.ratio - 1):.1f}x")
+        vs_floor = ("" if floor is None or r.variant == "unwatched" or floor.ratio <= 1.0 or r.ratio <= 1.0
+                    else f"{(r.ratio - 1) / (floor.ratio - 1):.1f}x")  # within noise of 1.0: no figure
         peak = "" if r.peak_mib is None else f"{r.peak_mib:.1f}"
         alloc = "" if r.allocated_mib is None else f"{r.allocated_mib:.1f}"
         out.append(f"| {r.variant} | {r.median_ms:.1f} | {r.ratio:.3f} | {r.ratio_p25:.3f}-{r.ratio_p75:.3f} "

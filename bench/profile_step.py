@@ -59,7 +59,7 @@ def op_table(workload: str, device: torch.device, steps: int, top: int) -> str:
     """Self CPU time per op in `steps` watched steps minus `steps` unwatched ones: the monitor's ops."""
     def run(watched: bool) -> Counter[str]:
         job = make_job(workload, device)
-        w = monitor.watch(job.model, job.optimizer, port=None, run="p") if watched else None
+        w = monitor.watch(job.model, job.optimizer, scaler=job.scaler, port=None, run="p") if watched else None
         train_step(job, Variant("warm"))
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
         with _quiet_stderr(), profile(activities=acts) as prof:

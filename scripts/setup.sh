@@ -29,5 +29,5 @@ PY=${PYTHON:-python3}
 constraint=(-c constraints-cpu.txt)
 [ "${SLATMON_KEEP_TORCH:-0}" = 1 ] && constraint=()
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q "${constraint[@]}" -e ".[trainer,ops,dashboard,test]"
+.venv/bin/python -m pip install -q "${constraint[@]}" -e ".[trainer,ops,dashboard,bench,test]"
 echo "setup: ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
