@@ -4,8 +4,10 @@
                                                       # dashboard queries over a backfilled 10,000-step run
     python -m bench.export_cost --skip-dashboard      # without Prometheus
 
-Scrapes: a real Watcher (max_layers = layer count) on a model of N one-parameter layers after one
-sampled step; `GET /metrics` timed from this process (median of 10), body in bytes.
+Scrapes: a real Watcher (max_layers = layer count) on a model of N one-parameter layers; `GET
+/metrics` timed from this process (medians of 5): right after a sampled step (everything
+rendered), the same when the scrape also has to run the diagnosis rules, and once more before the
+next step (per-layer text reused); body in bytes.
 Record: the SQLite record (+ WAL) of 1,000 watched steps of a 100-layer model, every=1 and every=10.
 Dashboard: the exporter's series of a 100-layer run (labels exactly as exported) backfilled into
 a real Prometheus with `promtool tsdb create-blocks-from openmetrics`: a 10,000-step run at one
@@ -27,6 +29,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -58,19 +61,24 @@ def _layers_model(n: int) -> nn.Module:
     return Model()
 
 
-def _watched(n: int, steps: int, **options: object) -> tuple[monitor.Watcher, nn.Module, torch.optim.Optimizer]:
+def _watched(n: int, steps: int, **options: object) -> tuple[monitor.Watcher, Callable[[], None]]:
+    """A watcher on an `n`-layer model after `steps` training steps, and the function that trains one more."""
     torch.manual_seed(0)
     model = _layers_model(n)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     w = monitor.watch(model, opt, max_layers=n, run=f"bench{n}", **options)
     x = torch.randn(4, 2)
-    for _ in range(steps):
+
+    def step() -> None:
         opt.zero_grad()
         loss = model(x).pow(2).mean()
         w.observe_loss(loss)
         loss.backward()
         opt.step()
-    return w, model, opt
+
+    for _ in range(steps):
+        step()
+    return w, step
 
 
 def _get(url: str) -> tuple[float, bytes]:
@@ -81,23 +89,36 @@ def _get(url: str) -> tuple[float, bytes]:
 
 
 def scrape_cost(n: int, repeats: int = 10) -> dict[str, float]:
-    """Median scrape latency (ms) and body size (bytes) of a watcher with `n` layers."""
-    w, _, _ = _watched(n, 1, port=0)
+    """Scrape latency (ms, medians) of a watcher with `n` layers and the body size (bytes).
+
+    `scrape_ms`: right after a sampled step, with its findings already evaluated by the training
+    thread (`w.findings()`): the per-layer text is rendered afresh. `rules_ms`: the same when the
+    scrape is the first to ask for the findings (it runs the diagnosis rules over the history).
+    `cached_ms`: once more before the next step (rendered text reused)."""
+    w, step = _watched(n, 1, port=0)
     try:
-        _get(w.url)  # warm-up: first findings() evaluation
-        times, body = [], b""
-        for _ in range(repeats):
-            t, body = _get(w.url)
-            times.append(t)
+        _get(w.url)  # warm-up
+        fresh, rules, cached, body = [], [], [], b""
+        for i in range(repeats):
+            step()
+            if i % 2:
+                w.findings()
+                t, body = _get(w.url)
+                fresh.append(t)
+            else:
+                rules.append(_get(w.url)[0])
+            cached.append(_get(w.url)[0])
     finally:
         w.close()
-    return {"layers": n, "scrape_ms": 1e3 * statistics.median(times), "body_bytes": len(body),
-            "series": sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))}
+    series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+    ms = lambda xs: 1e3 * statistics.median(xs)  # noqa: E731
+    return {"layers": n, "scrape_ms": ms(fresh), "rules_ms": ms(rules), "cached_ms": ms(cached),
+            "body_bytes": len(body), "series": series}
 
 
 def record_size(steps: int, every: int, layers: int, tmp: Path) -> dict[str, float]:
     path = tmp / f"rec-{every}.db"
-    w, _, _ = _watched(layers, steps, port=None, record=path, every=every)
+    w, _ = _watched(layers, steps, port=None, record=path, every=every)
     w.close()
     size = sum(p.stat().st_size for p in tmp.glob(f"rec-{every}.db*"))
     return {"layers": layers, "steps": steps, "every": every, "bytes": size,
@@ -106,7 +127,7 @@ def record_size(steps: int, every: int, layers: int, tmp: Path) -> dict[str, flo
 
 def _exported_series(layers: int) -> list[tuple[str, str, str, float]]:
     """(family, type, 'name{labels}', value) of every sample a real `layers`-layer watcher exports."""
-    w, _, _ = _watched(layers, 2, port=0)
+    w, _ = _watched(layers, 2, port=0)
     try:
         _, body = _get(w.url)
     finally:
@@ -216,11 +237,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--skip-dashboard", action="store_true")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
-    print(f"torch={torch.__version__}\n\n| layers | series | scrape (ms, median of 10) | body (KiB) |")
-    print("|---|---|---|---|")
+    print(f"torch={torch.__version__}\n\n| layers | series | scrape after a sampled step (ms) "
+          "| same, scrape runs the diagnosis rules (ms) | repeat scrape (ms) | body (KiB) |\n"
+          "|---|---|---|---|---|---|")
     for n in a.layers:
         r = scrape_cost(n)
-        print(f"| {n} | {r['series']} | {r['scrape_ms']:.1f} | {r['body_bytes'] / 1024:.0f} |", flush=True)
+        print(f"| {n} | {r['series']} | {r['scrape_ms']:.1f} | {r['rules_ms']:.1f} | {r['cached_ms']:.1f} "
+              f"| {r['body_bytes'] / 1024:.0f} |", flush=True)
     with tempfile.TemporaryDirectory(prefix="slatmon-export-") as tmp:
         print("\n| record | layers | every | bytes per 1,000 steps |\n|---|---|---|---|")
         for every in (1, 10):

@@ -1,13 +1,19 @@
-"""The HTTP /metrics endpoint of one Watcher (its own registry; never the global one)."""
+"""The HTTP /metrics endpoint of one Watcher: its own collector, rendered by export/text.py.
+
+A small ThreadingHTTPServer (daemon threads) instead of prometheus_client's `start_http_server`,
+whose per-sample validation makes a 10,000-layer scrape take seconds (bench/export_cost.py).
+"""
 
 from __future__ import annotations
 
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
-
-from prometheus_client import CollectorRegistry, start_http_server
 
 from ..errors import ConfigError
 from .prometheus import SnapshotCollector
+from .text import CONTENT_TYPE, LabelCache, render
 
 if TYPE_CHECKING:
     from ..watcher import Watcher
@@ -15,19 +21,48 @@ if TYPE_CHECKING:
 __all__ = ["serve"]
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, host: str, port: int, collector: SnapshotCollector) -> None:
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.collector, self.labels = collector, LabelCache()
+        super().__init__((host, port), _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        """Every path serves the metrics (as prometheus_client's handler does)."""
+        try:
+            body = render(self.server.collector.families(), self.server.labels)
+        except Exception as exc:  # a broken scrape must not kill the server thread
+            self.send_error(500, f"slat-monitor: {type(exc).__name__}")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", CONTENT_TYPE)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:  # scrapes are not news
+        pass
+
+
 def serve(watcher: Watcher, host: str, port: int) -> tuple[Any, str]:
     """Start the endpoint in a daemon thread; returns (server, url). A busy port raises ConfigError."""
-    registry = CollectorRegistry(auto_describe=False)
     tracker = watcher.tracker
-    SnapshotCollector(lambda: tracker.snapshot, lambda: watcher.counters, tracker.findings_cached,
-                      lambda: watcher.info, registry)
+    collector = SnapshotCollector(lambda: tracker.snapshot, lambda: watcher.counters, tracker.findings_cached,
+                                  lambda: watcher.info)
     try:
-        server, _thread = start_http_server(port, addr=host, registry=registry)
+        server = _Server(host, port, collector)
     except OSError as exc:
         raise ConfigError(
             f"watch(): cannot serve metrics on {host}:{port} ({exc.strerror or exc}). Another watched run "
             "may hold it: pass port=0 for any free port, port=None for no endpoint, or another port number"
         ) from None
+    threading.Thread(target=server.serve_forever, name="slatmon-metrics", daemon=True).start()
     bound = server.server_address[1]
     shown = f"[{host}]" if ":" in host else host
     return server, f"http://{shown}:{bound}/metrics"

@@ -9,7 +9,7 @@ from bench import detection, export_cost
 
 def test_scrape_cost_counts_series_per_layer():
     small, large = export_cost.scrape_cost(5, repeats=2), export_cost.scrape_cost(50, repeats=2)
-    assert small["scrape_ms"] > 0 and large["body_bytes"] > small["body_bytes"]
+    assert small["scrape_ms"] > 0 and small["cached_ms"] > 0 and large["body_bytes"] > small["body_bytes"]
     per_layer = (large["series"] - small["series"]) / 45  # global series cancel out
     assert per_layer == int(per_layer) and per_layer >= 5  # grad/param norms, ratios, nonfinite, info
 
