@@ -50,3 +50,12 @@ def test_profile_step_reports_the_monitor_and_the_floor():
     got = dict((r[0], r[1]) for r in _rows(out))
     assert float(got["monitor, every=1"]) > 0 and float(got["floor: foreach_norm + 1 transfer"]) > 0
     assert re.search(r"^\| aten::\w+ \| [\d.]+ \|$", out, re.M)  # the op table has rows
+
+
+def test_sampler_ab_times_a_git_ref_against_the_tree():
+    if subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True).returncode:
+        pytest.skip("not a git checkout")
+    out = _run("bench.sampler_ab", "--ref", "HEAD", "--workload", "slat", "--steps", "2")
+    names = [r[0] for r in _rows(out)]
+    assert names == ["HEAD, update_ratio=True", "HEAD, update_ratio=False", "now, update_ratio=True",
+                     "now, update_ratio=False", "floor"]
