@@ -65,7 +65,49 @@ def _metric_nonfinite(url: str) -> bool:
                for line in body.splitlines())
 
 
+class _Trainer:
+    """A watched MLP paced to `step_seconds` per step; `step` counts the steps taken."""
+
+    def __init__(self, every: int, targets: Path, step_seconds: float) -> None:
+        torch.manual_seed(0)
+        self.model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 1))
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
+        self.x, self.step, self.step_seconds = torch.randn(16, 32), 0, step_seconds
+        self.w = monitor.watch(self.model, self.opt, every=every, port=0, run="detect", targets_dir=targets)
+
+    def train(self, batch: torch.Tensor | None = None) -> None:
+        t = time.perf_counter()
+        self.opt.zero_grad()
+        loss = self.model(self.x if batch is None else batch).pow(2).mean()
+        self.w.observe_loss(loss)
+        loss.backward()
+        self.opt.step()
+        self.step += 1
+        time.sleep(max(0.0, self.step_seconds - (time.perf_counter() - t)))
+
+
+def _after_fault(t: _Trainer, poll: _Watch, timeout_s: float) -> tuple[int, dict[str, tuple[float, int] | None]]:
+    """Poison one batch, keep training until the page arrives: (faulty step, first sightings as
+    (seconds, steps) from the fault)."""
+    bad = t.x.clone()
+    bad[0, 0] = float("nan")
+    fault_step, t0 = t.step + 1, time.perf_counter()
+    t.train(bad)
+    metric = finding = None
+    while poll.delivered is None and time.perf_counter() - t0 < timeout_s:
+        if metric is None and _metric_nonfinite(t.w.url):  # type: ignore[arg-type]
+            metric = (time.perf_counter(), t.step)
+        if finding is None and any(f.severity == "critical" for f in t.w.findings()):
+            finding = (time.perf_counter(), t.step)
+        t.train()
+    poll.stop.set()
+    poll.join(timeout=5)
+    hits = {"metric": metric, "finding": finding, "alert firing": poll.firing, "delivered": poll.delivered}
+    return fault_step, {k: None if v is None else (v[0] - t0, v[1] - fault_step + 1) for k, v in hits.items()}
+
+
 def measure(interval: str, every: int, step_seconds: float, tmp: Path, timeout_s: float = 120) -> dict:
+    """Start the servers, train until Prometheus scrapes the run, put a NaN in, time the chain."""
     from tests.realservers import Servers, WebhookReceiver, wait_until
 
     servers, webhook = Servers(tmp), WebhookReceiver()
@@ -76,46 +118,20 @@ def measure(interval: str, every: int, step_seconds: float, tmp: Path, timeout_s
         prom = servers.prometheus(prometheus_config(
             targets_glob=str(targets / "*.json"), rule_globs=(str(ROOT / "prometheus" / "rules" / "*.yml"),),
             alertmanager=f"127.0.0.1:{am.port}", interval=interval))
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 1))
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        x = torch.randn(16, 32)
-        step = 0
-        with monitor.watch(model, opt, every=every, port=0, run="detect", targets_dir=targets) as w:
-            def train(batch: torch.Tensor) -> None:
-                nonlocal step
-                t = time.perf_counter()
-                opt.zero_grad()
-                loss = model(batch).pow(2).mean()
-                w.observe_loss(loss)
-                loss.backward()
-                opt.step()
-                step += 1
-                time.sleep(max(0.0, step_seconds - (time.perf_counter() - t)))
-
+        t = _Trainer(every, targets, step_seconds)
+        try:
             deadline = time.monotonic() + 60
             while not prom.query('slatmon_step{run="detect"}') and time.monotonic() < deadline:
-                train(x)
+                t.train()
             wait_until(lambda: prom.query('slatmon_step{run="detect"}'), 30, what="the first scrape")
-            poll = _Watch(prom, webhook, lambda: step)
+            poll = _Watch(prom, webhook, lambda: t.step)
             poll.start()
-            bad = x.clone()
-            bad[0, 0] = float("nan")
-            fault_step, t0 = step + 1, time.perf_counter()
-            train(bad)
-            metric = finding = None
-            while poll.delivered is None and time.perf_counter() - t0 < timeout_s:
-                if metric is None and _metric_nonfinite(w.url):
-                    metric = (time.perf_counter(), step)
-                if finding is None and any(f.severity == "critical" for f in w.findings()):
-                    finding = (time.perf_counter(), step)
-                train(x)
-            poll.stop.set()
-            poll.join(timeout=5)
-        out = {"interval": interval, "every": every, "step_seconds": step_seconds, "fault_step": fault_step}
-        for name, hit in (("metric", metric), ("finding", finding), ("alert firing", poll.firing),
-                          ("delivered", poll.delivered)):
-            out[name] = None if hit is None else {"seconds": hit[0] - t0, "steps": hit[1] - fault_step + 1}
+            fault_step, hits = _after_fault(t, poll, timeout_s)
+        finally:
+            t.w.close()
+        out: dict = {"interval": interval, "every": every, "step_seconds": step_seconds, "fault_step": fault_step}
+        for name, hit in hits.items():
+            out[name] = None if hit is None else {"seconds": hit[0], "steps": hit[1]}
         return out
     finally:
         webhook.close()

@@ -66,32 +66,43 @@ def _progress(text: str) -> None:
     sys.stderr.flush()
 
 
+def _interleaved(workload: str, pairs: list[tuple[Variant, Job]], steps: int, warmup: int) -> dict[str, list[float]]:
+    """Step times per variant: each round runs every variant once, the order rotated round by round."""
+    times: dict[str, list[float]] = {v.name: [] for v, _ in pairs}
+    t_start = time.perf_counter()
+    for i in range(warmup + steps):
+        k = i % len(pairs)
+        for variant, job in pairs[k:] + pairs[:k]:
+            t = _timed(job, variant)
+            if i >= warmup:
+                times[variant.name].append(t)
+        _progress(f"[{workload}] step {i + 1}/{warmup + steps} ({'warm-up' if i < warmup else 'timed'}), "
+                  f"{time.perf_counter() - t_start:.0f} s")
+    return times
+
+
+def _memory(workload: str, pairs: list[tuple[Variant, Job]], device: torch.device) -> dict[str, StepMemory]:
+    """One sampling period of each variant (every=10: 10 steps), profiled (bench/memory.py)."""
+    out = {}
+    for j, (variant, job) in enumerate(pairs):
+        _progress(f"[{workload}] memory {j + 1}/{len(pairs)}: {variant.name}")
+        period = getattr(variant, "options", {}).get("every", 1)
+        out[variant.name] = step_memory(lambda v=variant, jb=job: train_step(jb, v), period, device)
+    return out
+
+
 def measure(workload: str, names: list[str], device: torch.device, steps: int, warmup: int,
             memory: bool, tmp: Path) -> list[Row]:
     """Time `names` (variants, "unwatched" first) on `workload`; one Row per variant."""
-    pairs = []
+    pairs: list[tuple[Variant, Job]] = []
     (tmp / workload).mkdir(exist_ok=True)
-    for name in names:
-        variant, job = VARIANTS[name](), make_job(workload, device)
-        variant.attach(job, tmp / workload)
-        pairs.append((variant, job))
-    times: dict[str, list[float]] = {n: [] for n in names}
-    t_start = time.perf_counter()
     try:
-        for i in range(warmup + steps):
-            k = i % len(pairs)
-            for variant, job in pairs[k:] + pairs[:k]:
-                t = _timed(job, variant)
-                if i >= warmup:
-                    times[variant.name].append(t)
-            _progress(f"[{workload}] step {i + 1}/{warmup + steps} ({'warm-up' if i < warmup else 'timed'}), "
-                      f"{time.perf_counter() - t_start:.0f} s")
-        peaks: dict[str, StepMemory] = {}
-        if memory:
-            for j, (variant, job) in enumerate(pairs):
-                _progress(f"[{workload}] memory {j + 1}/{len(pairs)}: {variant.name}")
-                period = getattr(variant, "options", {}).get("every", 1)
-                peaks[variant.name] = step_memory(lambda v=variant, jb=job: train_step(jb, v), period, device)
+        for name in names:
+            variant, job = VARIANTS[name](), make_job(workload, device)
+            variant.attach(job, tmp / workload)
+            pairs.append((variant, job))
+        times = _interleaved(workload, pairs, steps, warmup)
+        peaks = _memory(workload, pairs, device) if memory else {}
     finally:
         for variant, _ in pairs:
             variant.close()

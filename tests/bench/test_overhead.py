@@ -22,8 +22,9 @@ def _run(*args: str, timeout: float = 300) -> str:
 
 
 def _rows(out: str) -> list[list[str]]:
+    headers = ("| variant", "| op", "| per sampled step", "| sampled step")
     return [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines()
-            if line.startswith("| ") and not line.startswith("| variant") and not line.startswith("| op")]
+            if line.startswith("| ") and not line.startswith(headers)]
 
 
 def test_overhead_runs_every_variant_interleaved(tmp_path):
