@@ -3,9 +3,10 @@
     python -m bench.profile_step --workload transformer [--steps 20] [--device cpu]
 
 Trains a watched copy (every=1, port=None) and reports the median of the monitor's own time per
-step (`slatmon_monitor_seconds_total` increments: hook bodies in the training thread), beside the
-floor's (one fused `_foreach_norm` over the gradients plus one transfer), then the profiler's top
-ops inside the monitor's hooks (the op table of a profiled run minus an unwatched one's).
+step (`slatmon_monitor_seconds_total` increments: hook bodies in the training thread; on CUDA this
+includes waiting, at the step's one transfer, for kernels still queued), beside the floor's (one
+fused `_foreach_norm` over the gradients plus one transfer), then the profiler's top ops inside the
+monitor's hooks (the op table of a profiled run minus an unwatched one's).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def floor_ms(workload: str, device: torch.device, steps: int) -> list[float]:
     out = []
     for _ in range(steps):
         train_step(job, Variant("u"))
+        if device.type == "cuda":  # time the floor's own work, not the step's queued kernels
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
         floor.after_backward(job)
         out.append(1e3 * (time.perf_counter() - t0))
