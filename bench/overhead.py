@@ -14,6 +14,7 @@ bench/memory.py (a separate, profiled pass of one sampling period per variant).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
@@ -157,6 +158,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _variant_names(wanted: list[str] | None) -> list[str]:
     if not wanted:
+        if importlib.util.find_spec("wandb") is None:  # the `bench` extra is optional
+            print("note: wandb is not installed (pip install -e '.[bench]'): its variant is left out",
+                  file=sys.stderr)
+            return [v for v in VARIANTS if not v.startswith("wandb")]
         return list(VARIANTS)
     names = ["unwatched"]
     for w in wanted:
