@@ -16,7 +16,7 @@ import torch
 from .history import LayerObs
 from .layers import LayerMap
 from .localize import OUTPUT
-from .probes import DeviceBatch
+from .probes import DeviceBatch, sketch_view
 
 __all__ = ["ROOT", "SampledStep", "StepSampler"]
 
@@ -58,6 +58,12 @@ def _divisor(v: dict[str, list[float | None]], name: str) -> float:
 def _l2(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return math.sqrt(sum(v * v for v in present)) if present else None
+
+
+def _scale_sketched(v: dict[str, list[float | None]], key: str, tensors: list[torch.Tensor]) -> None:
+    """Norms measured on a sketch (probes/sketch.py) scaled to the whole tensor, in place."""
+    if key in v:
+        v[key] = [None if x is None else x * math.sqrt(sketch_view(t)[1]) for x, t in zip(v[key], tensors)]
 
 
 class StepSampler:
@@ -138,9 +144,10 @@ class StepSampler:
             b.add_scalar("out_nonfinite", output_nonfinite)
         self._scale = None if isinstance(scale, torch.Tensor) else scale
         self._grads = grads
-        if self.update_ratio:
-            self._before = [p.detach().clone() if g is not None else None for p, g in zip(params, grads)]
-            self._master_before = [p.detach().clone() for p in self.master]
+        if self.update_ratio:  # a strided sample of large tensors (probes/sketch.py), not a full copy
+            self._before = [sketch_view(p.detach())[0].clone() if g is not None else None
+                            for p, g in zip(params, grads)]
+            self._master_before = [sketch_view(p.detach())[0].clone() for p in self.master]
 
     def finish(self) -> SampledStep | None:
         """After the update: fetch everything and aggregate per layer. None when nothing is pending.
@@ -155,14 +162,16 @@ class StepSampler:
         if self._before:
             b.add("update", self._diffs(params, self._before), "norm")
         state = [self.optimizer.state.get(p, {}).get("exp_avg_sq") for p in params]
-        b.add("s_nonzero", state, "nonzero")
+        b.add("s_nonzero", state, "nonzero_positive")
         if self.master:
             b.add("m_norm", self.master, "norm")
             if self._master_before:
                 b.add("m_update", self._diffs(self.master, self._master_before), "norm")
             b.add("m_s_nonzero", [self.optimizer.state.get(p, {}).get("exp_avg_sq") for p in self.master],
-                  "nonzero")
+                  "nonzero_positive")
         v = b.fetch()
+        _scale_sketched(v, "update", params)
+        _scale_sketched(v, "m_update", self.master)
         v.update(self._count_nonfinite(v))
         self._before, self._master_before, self._grads = [], [], []
         self._params_were_nonfinite = any(v["p_nonfinite"])
@@ -226,10 +235,11 @@ class StepSampler:
     @staticmethod
     def _diffs(after: list[torch.Tensor] | tuple[torch.Tensor, ...],
                before: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
-        """before - after (= minus the update: same norm), written into the `before` copies:
-        one fused kernel, no new memory. None where there was no `before`."""
+        """before - after (= minus the update: same norm) over the sketched elements, written into the
+        `before` copies: one fused kernel, no new memory. None where there was no `before`."""
         keep = [i for i, o in enumerate(before) if o is not None]
-        torch._foreach_sub_([before[i] for i in keep], [after[i].detach() for i in keep])  # type: ignore[misc]
+        torch._foreach_sub_([before[i] for i in keep],  # type: ignore[misc]
+                            [sketch_view(after[i].detach())[0] for i in keep])
         return list(before)
 
     def _layer_rows(self, v: dict[str, list[float | None]], state: list[torch.Tensor | None]) -> list[LayerObs]:

@@ -1,6 +1,6 @@
 """What the watcher keeps: bounded history, the published snapshot, events, localisation, record.
 
-Called from the training thread only, except `findings_cached()` and `history()` which other
+Called from the training thread only, except `findings()`, `events()` and `history()` which other
 threads (the scrape handler) may call: they read lists by reference and copy them.
 """
 

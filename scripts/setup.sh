@@ -26,7 +26,7 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 constraint=(-c constraints-cpu.txt)
 [ "${SLATMON_KEEP_TORCH:-0}" = 1 ] && constraint=()
-extras=".[trainer,ops,dashboard,lightning,huggingface,test]"
+extras=".[trainer,ops,dashboard,lightning,huggingface,bench,test]"
 stamp_file=.venv/.slatmon-setup
 stamp=$(cat pyproject.toml constraints-cpu.txt <(echo "$extras ${constraint[*]} $PWD") | sha256sum | cut -c1-16)
 if [ "${SLATMON_REINSTALL:-0}" != 1 ] && [ "$(cat "$stamp_file" 2>/dev/null)" = "$stamp" ] \

@@ -1,22 +1,57 @@
-"""The HTTP /metrics endpoint of one watched run (its own registry; never the global one)."""
+"""The HTTP /metrics endpoint of one watched run: its own collector, rendered by export/text.py.
+
+A small ThreadingHTTPServer (daemon threads) instead of prometheus_client's `start_http_server`,
+whose per-sample validation makes a 10,000-layer scrape take seconds (bench/export_cost.py).
+"""
 
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-from prometheus_client import CollectorRegistry, start_http_server
 
 from ..errors import ConfigError
 from ..findings import Finding
 from ..history import Event, RunInfo
 from ..snapshot import Counters, Snapshot
 from .prometheus import SnapshotCollector
+from .text import CONTENT_TYPE, LabelCache, render
 
 __all__ = ["serve"]
 
 log = logging.getLogger("monitor")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, host: str, port: int, collector: SnapshotCollector) -> None:
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.collector, self.labels = collector, LabelCache()
+        super().__init__((host, port), _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        """Every path serves the metrics (as prometheus_client's handler does)."""
+        try:
+            body = render(self.server.collector.families(), self.server.labels)
+        except Exception as exc:  # a broken scrape must not kill the server thread
+            self.send_error(500, f"slat-monitor: {type(exc).__name__}")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", CONTENT_TYPE)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:  # scrapes are not news
+        pass
 
 
 def serve(snapshot: Callable[[], Snapshot], counters: Callable[[], Counters], findings: Callable[[], list[Finding]],
@@ -25,16 +60,17 @@ def serve(snapshot: Callable[[], Snapshot], counters: Callable[[], Counters], fi
     """Start the endpoint for the state these callables read at scrape time, in a daemon thread;
     returns (server, url). A busy port raises ConfigError, or, with `fallback` (the caller did not
     choose the port), is replaced by a free one with a log line."""
-    registry = CollectorRegistry(auto_describe=False)
-    SnapshotCollector(snapshot, counters, findings, info, registry, events=events, export_layers=export_layers)
+    collector = SnapshotCollector(snapshot, counters, findings, info, events=events or list,
+                                  export_layers=export_layers)
     try:
-        server, _thread = start_http_server(port, addr=host, registry=registry)
+        server = _Server(host, port, collector)
     except OSError as exc:
         if not fallback:
             raise _busy(host, port, exc) from None
-        server, _thread = start_http_server(0, addr=host, registry=registry)
+        server = _Server(host, 0, collector)
         log.warning("slat-monitor: default port %s:%d is busy (%s); serving metrics on port %d instead "
                     "(pass port= to choose one)", host, port, exc.strerror or exc, server.server_address[1])
+    threading.Thread(target=server.serve_forever, name="slatmon-metrics", daemon=True).start()
     bound = server.server_address[1]
     shown = f"[{host}]" if ":" in host else host
     return server, f"http://{shown}:{bound}/metrics"

@@ -3,7 +3,8 @@
 Tensors are grouped by (device, dtype) and reduced with `torch._foreach_norm` (one kernel launch
 per group and chunk instead of one per tensor). Every result stays on its device as float32 until
 `fetch()`, which concatenates per device and copies to the host once per device: the only GPU
-synchronisation of a sampled step. Nothing here writes to the input tensors.
+synchronisation of a sampled step. Nothing here writes to the input tensors. `host_reads()` counts
+every read of a result on the host through this module (tests prove unsampled steps make none).
 """
 
 from __future__ import annotations
@@ -13,10 +14,23 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ["STATS", "DeviceBatch"]
+__all__ = ["STATS", "DeviceBatch", "host_reads"]
 
 # Temporaries for the non-finite count are made chunk by chunk to bound the extra memory.
 _CHUNK_ELEMENTS = 1 << 26
+
+_host_reads = 0
+
+
+def host_reads() -> int:
+    """Device-to-host reads made by this module since import (one per device per `fetch()`, plus the
+    CPU-only reads of `nonzero_positive`); on the CPU they are where a GPU would synchronise."""
+    return _host_reads
+
+
+def _count_host_read() -> None:
+    global _host_reads
+    _host_reads += 1
 
 
 def _norm(ts: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -41,6 +55,18 @@ def _nonzero_exact(ts: list[torch.Tensor]) -> list[torch.Tensor]:
     return [torch.count_nonzero(t).to(torch.float32) for t in ts]
 
 
+def _nonzero_positive(ts: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Elements != 0, fast where every element is > 0 (Adam's `exp_avg_sq` nearly always): on the CPU
+    one vectorised `amin` per tensor (~5x faster than `count_nonzero`), and an exact count only for
+    tensors whose minimum is <= 0 or NaN. Exact for any tensor. CUDA: the fused count of `_nonzero`."""
+    if ts[0].device.type == "cuda":
+        return _nonzero_fused(ts)
+    _count_host_read()
+    mins = torch.stack([t.amin().to(torch.float32) for t in ts]).tolist()
+    return [torch.tensor(float(t.numel())) if m > 0 else torch.count_nonzero(t).to(torch.float32)
+            for t, m in zip(ts, mins)]
+
+
 def _nonfinite(ts: list[torch.Tensor]) -> list[torch.Tensor]:
     # x - x is 0 for finite x and NaN for NaN/Inf, so its L0 norm counts the non-finite elements.
     return list(torch._foreach_norm(torch._foreach_sub(ts, ts), 0, dtype=torch.float32))
@@ -50,6 +76,7 @@ STATS: dict[str, Callable[[list[torch.Tensor]], list[torch.Tensor]]] = {
     "norm": _norm,
     "nonzero": _nonzero,
     "nonzero_exact": _nonzero_exact,
+    "nonzero_positive": _nonzero_positive,
     "nonfinite": _nonfinite,
 }
 
@@ -99,6 +126,7 @@ class DeviceBatch:
     def fetch(self) -> dict[str, list[float | None]]:
         out: dict[str, list[float | None]] = {n: [None] * k for n, k in self._lengths.items()}
         for parts in self._parts.values():
+            _count_host_read()
             host = torch.cat([p[2] for p in parts]).cpu().tolist()
             offset = 0
             for name, positions, values in parts:

@@ -56,3 +56,29 @@ def test_chunking_bounds_temporaries_and_keeps_order(monkeypatch):
     expected = [0.0, 40**0.5, 3 * 40**0.5, 4 * 40**0.5]
     got = [x for x in v["norm"] if math.isfinite(x)]
     assert all(math.isclose(a, b, abs_tol=1e-4) for a, b in zip(got, expected, strict=True))
+
+
+def test_nonzero_positive_is_exact_for_any_tensor():
+    g = torch.Generator().manual_seed(2)
+    positive = torch.rand(500, generator=g) + 0.1
+    with_zeros = positive.clone()
+    with_zeros[::9] = 0
+    with_nan = positive.clone()
+    with_nan[4] = float("nan")
+    signed = torch.randn(300, generator=g)
+    signed[7] = 0
+    neg_zero = -torch.zeros(10)
+    ts = [positive, with_zeros, with_nan, signed, neg_zero, positive.half()]
+    b = DeviceBatch()
+    b.add("n", ts, "nonzero_positive")
+    assert b.fetch()["n"] == [float(torch.count_nonzero(t)) for t in ts]
+
+
+def test_host_reads_counts_one_read_per_fetch():
+    before = probes.host_reads()
+    b = DeviceBatch()
+    b.add("norm", tensors(), "norm")
+    b.add_scalar("loss", torch.tensor(1.0))
+    assert probes.host_reads() == before  # queued on the device, nothing read yet
+    b.fetch()
+    assert probes.host_reads() == before + 1
