@@ -25,6 +25,7 @@ from dashboard import charts, frames  # noqa: E402
 from dashboard.cache import cached_layer_frame, cached_load, cached_runs, cached_worst, clear_all, stamp_of  # noqa: E402
 from dashboard.findings_view import render_findings  # noqa: E402
 from dashboard.mdtext import escape  # noqa: E402
+from dashboard.ranks import read_ranks, render_ranks  # noqa: E402
 from dashboard.sources import Loaded, Source, SourceProblem, defaults, parse_rank  # noqa: E402
 from dashboard.summary import run_facts, status, status_line  # noqa: E402
 
@@ -172,6 +173,7 @@ def main() -> None:
         st.error(str(exc))
         st.stop()
     header(loaded)
+    render_ranks(read_ranks(loaded.source, stamp))
     st.header("Findings")
     if loaded.findings:
         render_findings(loaded.findings)
