@@ -73,4 +73,6 @@ def prometheus_with_run(servers, targets: Path, run: str, *, name: str, steps: i
         wait_until(lambda: scraped(step), timeout=60, what=f"a scrape of step {step}")
 
     watched_run(None, run=run, steps=steps, port=0, between=between, **run_kwargs)
+    for reg in registered:
+        reg.remove()
     return server.url
