@@ -22,6 +22,7 @@ from monitor.dashboard import charts, frames
 from monitor.dashboard.cache import cached_layer_frame, cached_load, cached_runs, cached_worst, clear_all, stamp_of
 from monitor.dashboard.findings_view import render_findings
 from monitor.dashboard.mdtext import escape
+from monitor.dashboard.ranks import read_ranks, render_ranks
 from monitor.dashboard.sources import Loaded, Source, SourceProblem, defaults, parse_rank, worst_first
 from monitor.dashboard.summary import run_facts, status, status_line
 
@@ -179,6 +180,7 @@ def main() -> None:
         st.error(str(exc))
         st.stop()
     header(loaded)
+    render_ranks(read_ranks(loaded.source, stamp))
     st.header("Findings")
     if loaded.findings:
         render_findings(loaded.findings)

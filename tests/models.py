@@ -52,40 +52,50 @@ def watched_run(record: Path | None, *, run: str = "test", dtype: torch.dtype = 
     return w
 
 
-def scraping_prometheus(servers, targets: Path, *, name: str) -> tuple[str, Callable[[str], Callable]]:
+def scraping_prometheus(servers, targets: Path, *, name: str) -> tuple[str, Callable[[str], Callable],
+                                                                       Callable[[], None]]:
     """(URL of a real Prometheus with 1 s scrapes over the file_sd folder `targets`, started by the
     `servers` fixture; `waiter(run)`: a `between(step, watcher)` callback that registers the watcher's
-    endpoint and waits until Prometheus has scraped that step)."""
+    endpoint and waits until Prometheus has scraped that step; `release()`: remove every target file
+    registered, which also gives back the SIGTERM handler a registration installs)."""
     from monitor.ops.configs import prometheus_config
     from tests.realservers import http_json
 
     server = servers.prometheus(prometheus_config(targets_glob=str(targets / "*.json"), rule_globs=(),
                                                   alertmanager=None, interval="1s"), name=name)
 
+    registered: list = []
+
+    def release() -> None:
+        while registered:
+            registered.pop().remove()
+
     def waiter(run: str) -> Callable[[int, monitor.Watcher], None]:
         from monitor.ops.targets import register
         from tests.realservers import wait_until
 
-        registered = []
+        mine: list = []
 
         def scraped(step: int) -> bool:
             body = http_json(f"{server.url}/api/v1/query?query=slatmon_step%7Brun%3D%22{run}%22%7D")
             return any(float(r["value"][1]) >= step for r in body["data"]["result"])
 
         def between(step: int, w: monitor.Watcher) -> None:
-            if not registered:
-                registered.append(register(targets, "127.0.0.1", int(w.url.rsplit(":", 1)[1].split("/")[0]), run))
+            if not mine:
+                mine.append(register(targets, "127.0.0.1", int(w.url.rsplit(":", 1)[1].split("/")[0]), run))
+                registered.extend(mine)
             seen = w.counters.step  # a hand-made scale's skip shows at the next forward: wait for what was seen
             wait_until(lambda: scraped(seen), timeout=60, what=f"a scrape of step {seen} of {run}")
 
         return between
 
-    return server.url, waiter
+    return server.url, waiter, release
 
 
 def prometheus_with_run(servers, targets: Path, run: str, *, name: str, steps: int = 3, **run_kwargs) -> str:
     """URL of a real Prometheus (1 s scrapes, started by the `servers` fixture) that has scraped every
     step of `watched_run(run=run, steps=steps, **run_kwargs)`: the run waits for each scrape."""
-    url, waiter = scraping_prometheus(servers, targets, name=name)
+    url, waiter, release = scraping_prometheus(servers, targets, name=name)
     watched_run(None, run=run, steps=steps, port=0, between=waiter(run), **run_kwargs)
+    release()
     return url

@@ -42,6 +42,9 @@ def _local(h: History) -> tuple[int | None, str]:
         found.append((first, f"non-finite activations in {', '.join(names[:3])}"))
     found += [(e.step, f"non-finite {e.tensor}" + (f" in {e.layer}" if e.layer else ""))
               for e in h.events if e.kind == "nonfinite" and e.tensor in ("loss", "activation")]
+    # from Prometheus: slatmon_nonfinite_local_first_step (the loss or an activation, the exporter knew which)
+    found += [(e.step, "non-finite loss or activations") for e in h.events if e.kind == "nonfinite"
+              and e.tensor == "local"]
     found += [(e.step, f"first non-finite module {e.layer}") for e in h.events if e.kind == "localized"]
     return min(found) if found else (None, "")
 

@@ -6,8 +6,9 @@ cleanup, which would leave a target file behind: Prometheus would keep scraping 
 SlatmonTargetDown would fire for a rank that was stopped on purpose.
 
 `remove_on_sigterm(path)` installs one process-wide handler (only from the main thread: Python allows
-signal handlers nowhere else) the first time, and puts back the previous handler when the last path is
-released - unless someone installed their own handler after ours, which is then left alone.
+signal handlers nowhere else) unless it is installed already, remembering the handler it replaces, and
+puts that one back when the last path is released - unless someone installed their own handler after
+ours, which is then left alone (and chained to by the next registration).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ log = logging.getLogger("monitor")
 
 _paths: set[Path] = set()
 _previous: Any = None
-_installed = False
 _lock = threading.Lock()
 
 
@@ -46,24 +46,23 @@ def _handler(signum: int, frame: FrameType | None) -> None:
 
 
 def _uninstall() -> None:
-    global _installed, _previous
-    if _installed and signal.getsignal(signal.SIGTERM) is _handler:
+    global _previous
+    if signal.getsignal(signal.SIGTERM) is _handler:
         signal.signal(signal.SIGTERM, _previous if _previous is not None else signal.SIG_DFL)
-    _installed, _previous = False, None
+    _previous = None
 
 
 def remove_on_sigterm(path: Path) -> bool:
     """Delete `path` if SIGTERM arrives; returns False when no handler could be installed (not the main
     thread): the file is then only removed by `forget`'s caller on a clean exit."""
-    global _installed, _previous
+    global _previous
     with _lock:
-        if not _installed:
+        if signal.getsignal(signal.SIGTERM) is not _handler:
             if threading.current_thread() is not threading.main_thread():
                 log.info("slat-monitor: not in the main thread; %s is not removed on SIGTERM", path)
                 return False
             _previous = signal.getsignal(signal.SIGTERM)
             signal.signal(signal.SIGTERM, _handler)
-            _installed = True
         _paths.add(path)
         return True
 

@@ -17,7 +17,7 @@ import urllib.request
 from typing import Any
 
 from ..errors import SourceError
-from ..history import History
+from ..history import Event, History
 from .timeline import Series, build_history
 
 __all__ = ["STATUS_ORDER", "list_runs", "read_all_ranks", "read_prometheus", "run_statuses"]
@@ -127,5 +127,13 @@ def read_all_ranks(base: str, *, run: str | None = None, lookback: str = "7d", t
     """One History per rank of `run` (default: the only run), lowest rank first."""
     runs = list_runs(base, lookback, timeout)
     run, _ = _pick(runs, run, None, base)
-    return [read_prometheus(base, run=run, rank=k, lookback=lookback, timeout=timeout)
-            for k in sorted(k for r, k in runs if r == run)]
+    firsts = _query(base, f"min by (rank) (min_over_time(slatmon_nonfinite_local_first_step{{run={_quote(run)}}}"
+                          f"[{lookback}]))", timeout)
+    local = {item["metric"].get("rank", "0"): int(_float(item["value"][1])) for item in firsts.get("result", [])}
+    out = []
+    for k in sorted(k for r, k in runs if r == run):
+        h = read_prometheus(base, run=run, rank=k, lookback=lookback, timeout=timeout)
+        if str(k) in local:  # the exporter's own account: scrapes may have missed the step itself
+            h.events.append(Event(local[str(k)], "nonfinite", None, "local", {"source": "prometheus"}))
+        out.append(h)
+    return out

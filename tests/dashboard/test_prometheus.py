@@ -45,9 +45,11 @@ def two_runs(module_servers, tmp_path_factory: pytest.TempPathFactory) -> str:
 
     from tests.models import scraping_prometheus, watched_run
 
-    url, waiter = scraping_prometheus(module_servers, tmp_path_factory.mktemp("targets"), name="dash-two-runs")
+    url, waiter, release = scraping_prometheus(module_servers, tmp_path_factory.mktemp("targets"),
+                                               name="dash-two-runs")
     watched_run(None, run="a-healthy", dtype=torch.float32, steps=2, port=0, between=waiter("a-healthy"))
     watched_run(None, run="b-broken", steps=2, port=0, between=waiter("b-broken"))
+    release()
     return url
 
 

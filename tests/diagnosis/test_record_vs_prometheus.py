@@ -26,12 +26,15 @@ RUNS = {
 @pytest.fixture(scope="module")
 def diagnosed(module_servers, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[list, list]]:
     folder = tmp_path_factory.mktemp("runs")
-    url, waiter = scraping_prometheus(module_servers, folder / "targets", name="record-vs-prom")
+    url, waiter, release = scraping_prometheus(module_servers, folder / "targets", name="record-vs-prom")
     out = {}
-    for name, cell in RUNS.items():
-        record = folder / f"{name}.sqlite"
-        run_cell(cell, watch=True, after_step=waiter(name), record=str(record), run=name, port=0)
-        out[name] = (monitor.diagnose(str(record)), monitor.diagnose(url, run=name))
+    try:
+        for name, cell in RUNS.items():
+            record = folder / f"{name}.sqlite"
+            run_cell(cell, watch=True, after_step=waiter(name), record=str(record), run=name, port=0)
+            out[name] = (monitor.diagnose(str(record)), monitor.diagnose(url, run=name))
+    finally:
+        release()
     return out
 
 

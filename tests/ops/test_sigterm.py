@@ -84,3 +84,21 @@ def test_killed_process_leaves_its_file(tmp_path: Path) -> None:
     proc.wait(timeout=30)
     time.sleep(0.1)
     wait_until(lambda: len(_targets(tmp_path)) == 1, timeout=5)
+
+
+def test_a_handler_installed_after_ours_is_left_alone_and_chained_next_time(tmp_path: Path) -> None:
+    def later(signum: int, frame: object) -> None:
+        pass
+
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        a = register(tmp_path, "127.0.0.1", 1, run="a")
+        signal.signal(signal.SIGTERM, later)  # the user's own handler, after ours
+        a.remove()
+        assert signal.getsignal(signal.SIGTERM) is later, "theirs is not replaced on close"
+        b = register(tmp_path, "127.0.0.1", 2, run="b")
+        assert signal.getsignal(signal.SIGTERM) is not later  # ours again, chaining to theirs
+        b.remove()
+        assert signal.getsignal(signal.SIGTERM) is later
+    finally:
+        signal.signal(signal.SIGTERM, old)

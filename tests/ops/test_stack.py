@@ -36,6 +36,7 @@ def start_stack(tmp_path: Path, *extra: str, env: dict | None = None) -> tuple[s
 @pytest.mark.skipif(not os.path.exists("/usr/bin/prometheus"), reason="sudo apt-get install prometheus")
 def test_stack_discovers_new_runs_without_restart_and_stops_cleanly(tmp_path, standin_exporter) -> None:
     proc, prom_port, am_port = start_stack(tmp_path)
+    registered = []
     prom = f"http://127.0.0.1:{prom_port}"
     try:
         wait_until(lambda: get_json(f"{prom}/api/v1/rules")["status"] == "success", 60, what="stack up")
@@ -49,7 +50,7 @@ def test_stack_discovers_new_runs_without_restart_and_stops_cleanly(tmp_path, st
         # Two runs register while the stack runs: both get scraped, no restart, labels from the exporter.
         for run in ("run-a", "run-b"):
             port, _collector = standin_exporter(run)
-            register(tmp_path / "stack" / "targets", "127.0.0.1", port, run=run, rank=0)
+            registered.append(register(tmp_path / "stack" / "targets", "127.0.0.1", port, run=run, rank=0))
 
         def scraped() -> set[str]:
             result = get_json(f"{prom}/api/v1/query?query=slatmon_step")["data"]["result"]
@@ -57,6 +58,8 @@ def test_stack_discovers_new_runs_without_restart_and_stops_cleanly(tmp_path, st
 
         wait_until(lambda: scraped() == {"run-a", "run-b"}, 30, what="both runs scraped")
     finally:
+        for reg in registered:
+            reg.remove()  # the process-wide SIGTERM clean-up forgets them too
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out

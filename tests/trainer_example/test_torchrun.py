@@ -137,6 +137,11 @@ def test_fault_on_rank_1_only_one_alert_and_rank_1_broke_first(servers, tmp_path
     [first] = [f for f in body["across_ranks"] if f["code"] == "nonfinite_rank_first"]
     assert first["first_step"] == 2 and first["title"].startswith("Rank 1 went non-finite first")
     assert body["first"][0].startswith("rank 1: first non-finite at step 2")
+    from_prometheus = subprocess.run([sys.executable, "-m", "monitor", "diagnose", "--json", "--prometheus", prom.url,
+                                      "--run", "ddp-test", "--all-ranks"], capture_output=True, text=True, timeout=120)
+    body = json.loads(from_prometheus.stdout)
+    assert [r["rank"] for r in body["ranks"]] == [0, 1], from_prometheus.stderr
+    assert [f["first_step"] for f in body["across_ranks"] if f["code"] == "nonfinite_rank_first"] == [2]
 
 
 def test_cli_fault_on_all_ranks_is_numerics(tmp_path: Path) -> None:
