@@ -22,12 +22,15 @@ RTOL = 1e-5  # relative spread tolerated (reduction order on different GPU model
 
 
 def _norms(histories: Sequence[History]) -> dict[int, dict[int, float]]:
-    """step -> {rank: global grad norm} for steps where at least two ranks measured a finite norm."""
+    """step -> {rank: global grad norm} for steps where at least two ranks measured a finite norm. The
+    norm optimizer.step() received is compared where known (it also sees gradients changed after the
+    all-reduce and after backward); else the global norm read at the end of backward."""
     by_step: dict[int, dict[int, float]] = {}
     for h in histories:
         for s in h.steps:
-            if s.sampled and s.grad_norm_total is not None and math.isfinite(s.grad_norm_total):
-                by_step.setdefault(s.step, {})[h.run.rank] = s.grad_norm_total
+            norm = s.grad_norm_applied if s.grad_norm_applied is not None else s.grad_norm_total
+            if s.sampled and norm is not None and math.isfinite(norm):
+                by_step.setdefault(s.step, {})[h.run.rank] = norm
     return {k: v for k, v in sorted(by_step.items()) if len(v) > 1}
 
 

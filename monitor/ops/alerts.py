@@ -75,7 +75,7 @@ class RecordingRule:
 
 
 LOCAL_FIRST = "slatmon_nonfinite_local_first_step"
-NORM_MEDIAN = "quantile by (run) (0.5, slatmon_grad_norm_global)"
+NORM_MEDIAN = "quantile by (run) (0.5, slatmon_grad_norm_applied)"
 SKIPPED_RATIO = "increase(slatmon_skipped_steps_total[5m]) / clamp_min(delta(slatmon_step[5m]), 1)"
 GRAD_NORM_MEDIAN = "quantile_over_time(0.5, slatmon_grad_norm_global[10m])"
 
@@ -139,9 +139,10 @@ ALERTS: tuple[AlertRule, ...] = (
     AlertRule(
         name="SlatmonGradNormRankDivergence",
         uid="slatmon-grad-norm-rank-divergence",
-        # After DDP's all-reduce all ranks hold the same gradients, hence the same global norm; compare
-        # only while every rank reports the same sampled step.
-        expr=f"abs(slatmon_grad_norm_global - on (run) group_left () {NORM_MEDIAN})\n"
+        # After DDP's all-reduce all ranks hold the same gradients, hence the same norm at optimizer.step()
+        # (which also sees changes made after the all-reduce); compare only while every rank reports the
+        # same sampled step.
+        expr=f"abs(slatmon_grad_norm_applied - on (run) group_left () {NORM_MEDIAN})\n"
         f"  > on (run) group_left () ({RANK_NORM_RTOL} * {NORM_MEDIAN})\n"
         "and on (run)\n  (max by (run) (slatmon_sampled_step) == min by (run) (slatmon_sampled_step))",
         for_="0s",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import types
+
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -11,7 +14,9 @@ from .guard_runs import bitwise_equal, fp32_run, weights
 
 
 @pytest.mark.parametrize("fused", [False, True])
-def test_both_ranks_skip_the_step_only_rank1_saw_as_nan(tmp_path, fused):
+def test_both_ranks_skip_the_step_only_rank1_saw_as_nan(tmp_path, fused, monkeypatch):
+    # spawned children re-run the parent's __main__ file: after a Streamlit AppTest that is the triage page
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     mp.spawn(worker, args=(str(tmp_path / "init"), str(tmp_path), fused), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
     assert (r0["rank"], r1["rank"]) == (0, 1) and r0["errors"] == r1["errors"] == 0
