@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch.utils.hooks import RemovableHandle
 
 from ..errors import GuardStop
 from .policy import Guard
 
-if TYPE_CHECKING:
-    from ..watcher import Watcher
+# The Watcher these hooks serve (typed Any: watcher.py imports this module, and the package keeps its
+# imports acyclic, type-only ones included). It provides model, optimizer, info, counters, tracker,
+# findings(), _sampler, _guard_skipped() and _error().
+Watcher = Any
 
 __all__ = ["GuardHooks"]
 

@@ -7,13 +7,14 @@ undo copy restored), so `model.state_dict()` / `optimizer.state_dict()` are the 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import GuardStop
 from ..findings import Finding
 
-if TYPE_CHECKING:
-    from .policy import Guard
+# `guard` below is the policy.Guard asking (typed Any: policy.py imports this module, and the
+# package keeps its imports acyclic, type-only ones included).
+Guard = Any
 
 __all__ = ["good_state", "stop_error"]
 

@@ -268,8 +268,10 @@ def test_every_readme_command_runs_in_a_clean_clone(readme_session) -> None:
     to_run = [c for _, c in commands if c not in SKIPPED]
     assert [r.command for r in results] == to_run  # every command ran, in README order
     sections = {s for s, c in commands if c not in SKIPPED}
+    # the Benchmarks section's commands are timing runs, covered at tiny sizes by tests/bench (SKIPPED)
     assert {"Quickstart", "The SLAT VAE example (`trainer_example/`, installed as `monitor.example`)",
-            "Dashboards and alerts (Prometheus, Alertmanager, Grafana)", "Triage page", "Benchmarks"} <= sections
+            "Dashboards and alerts (Prometheus, Alertmanager, Grafana)", "Many GPUs, many nodes",
+            "Triage page"} <= sections
     for stopped in readme_session["stopped"]:
         assert stopped.status == 0, f"{stopped.command!r} after Ctrl-C: {stopped.status}\n{stopped.output[-2000:]}"
 
