@@ -250,8 +250,7 @@ class Watcher:
     @_guarded
     def _pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self._finish_pending()  # a deferred (master-copy) sample whose forward never came
-        if self._custom is not None and self._custom.dropped():
-            self._skipped("loss_scale")
+        self._check_scale_drop()
         found_inf = getattr(optimizer, "found_inf", None)  # set by GradScaler.step() for fused optimizers
         if isinstance(found_inf, torch.Tensor) and bool(found_inf.item()):  # the kernel will skip the update
             if self._scaler_tap is None:

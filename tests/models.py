@@ -31,6 +31,16 @@ def batch(seed: int = 0, n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(n, 16, generator=g), torch.randn(n, 1, generator=g)
 
 
+def watched_step(model: nn.Module, opt: torch.optim.Optimizer, w: monitor.Watcher, step: int) -> None:
+    """One plain training step on `batch(step)` (MSE, loss observed, AdamW or any optimizer)."""
+    x, y = batch(step)
+    opt.zero_grad(set_to_none=True)
+    loss = nn.functional.mse_loss(model(x), y)
+    w.observe_loss(loss)
+    loss.backward()
+    opt.step()
+
+
 def watched_run(record: Path | None, *, run: str = "test", dtype: torch.dtype = torch.float16, eps: float = 1e-8,
                 lr: float = 1e-4, steps: int = 3, port: int | None = None,
                 between: Callable[[int, monitor.Watcher], None] | None = None) -> monitor.Watcher:
@@ -41,12 +51,7 @@ def watched_run(record: Path | None, *, run: str = "test", dtype: torch.dtype = 
     opt = torch.optim.AdamW(model.parameters(), lr=lr, eps=eps)
     with monitor.watch(model, opt, port=port, record=None if record is None else str(record), run=run) as w:
         for step in range(1, steps + 1):
-            x, y = batch(step)
-            opt.zero_grad(set_to_none=True)
-            loss = nn.functional.mse_loss(model(x), y)
-            w.observe_loss(loss)
-            loss.backward()
-            opt.step()
+            watched_step(model, opt, w, step)
             if between is not None:
                 between(step, w)
     return w

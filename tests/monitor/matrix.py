@@ -230,6 +230,15 @@ def _iteration(cell, step, call, named, params, opt, scaler, master, state, auto
         truth.skipped.append(step)
 
 
+def copy_master_back(master: torch.Tensor, params: list[torch.Tensor]) -> None:
+    """TRELLIS inflat_all after the step: the flat fp32 master copied back into the model's tensors."""
+    with torch.no_grad():
+        offset = 0
+        for p in params:
+            p.copy_(master[offset:offset + p.numel()].view_as(p))
+            offset += p.numel()
+
+
 def _one_nan(grad: torch.Tensor) -> torch.Tensor:
     out = grad.clone()
     out.view(-1)[0] = math.nan
@@ -253,11 +262,7 @@ def _apply(cell, step, params, opt, scaler, master, state, truth, w) -> bool:
         _clip(cell, [master])
         truth.applied_norm[step] = _norm_of([master])
         opt.step()
-        with torch.no_grad():
-            offset = 0
-            for p in params:
-                p.copy_(master[offset:offset + p.numel()].view_as(p))
-                offset += p.numel()
+        copy_master_back(master, params)
         state["log_scale"] += 1e-3
         return False
     if scaler is not None:

@@ -15,18 +15,10 @@ from torch import nn
 
 import monitor
 from monitor.record import read_record
+from tests.models import watched_step
 
 from .conftest import Fp16Blocks, batch
 from .guard_runs import bitwise_equal, fp32_run, same_state, weights
-
-
-def trellis_step(model: nn.Module, opt: torch.optim.Optimizer, w: monitor.Watcher, step: int) -> None:
-    x, y = batch(step)
-    opt.zero_grad(set_to_none=True)
-    loss = nn.functional.mse_loss(model(x), y)
-    w.observe_loss(loss)
-    loss.backward()
-    opt.step()
 
 
 def test_trellis162_skip_undoes_every_step_and_max_skips_stops(record_path, watched):
@@ -45,11 +37,11 @@ def test_trellis162_skip_undoes_every_step_and_max_skips_stops(record_path, watc
 
     w = watched(model, opt, record=record_path, on_nonfinite="skip", max_skips=2)
     for step in (1, 2):
-        trellis_step(model, opt, w, step)
+        watched_step(model, opt, w, step)
         assert bitwise_equal(weights(model), initial), step
         assert len(opt.state) == 0 and opt.state_dict() == initial_opt  # no state: as before step 1
     with pytest.raises(monitor.GuardStop) as stop:
-        trellis_step(model, opt, w, 3)
+        watched_step(model, opt, w, 3)
     assert stop.value.step == 3 and stop.value.reason == "nonfinite_update"
     assert stop.value.finding == "adam_eps_underflow" and "adam_eps_underflow" in str(stop.value)
     assert "max_skips=2" in str(stop.value)
@@ -73,12 +65,12 @@ def test_update_gone_nonfinite_restores_existing_state_exactly(watched):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, eps=1e-4)
     w = watched(model, opt, on_nonfinite="skip", every=5)
     for step in (1, 2, 3):
-        trellis_step(model, opt, w, step)
+        watched_step(model, opt, w, step)
     assert w.counters.skipped_steps == 0
     before, state_before = weights(model), copy.deepcopy(opt)
     for g in opt.param_groups:
         g["eps"] = 1e-8
-    trellis_step(model, opt, w, 4)
+    watched_step(model, opt, w, 4)
     assert w.counters.skipped_steps == 1
     assert bitwise_equal(weights(model), before)
     assert same_state(opt, state_before)
@@ -143,7 +135,7 @@ def test_stop_on_trellis162_leaves_the_initial_weights(watched):
     initial = weights(model)
     w = watched(model, opt, on_nonfinite="stop")
     with pytest.raises(monitor.GuardStop, match="adam_eps_underflow") as stop:
-        trellis_step(model, opt, w, 1)
+        watched_step(model, opt, w, 1)
     assert stop.value.reason == "nonfinite_update" and "initial values" in str(stop.value)
     assert bitwise_equal(weights(model), initial) and len(opt.state) == 0
 

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .conftest import Fp16Blocks, batch
+from .matrix import copy_master_back
 
 
 def scaler_step(model, opt, scaler, w, i, poison: bool = False) -> None:
@@ -63,11 +64,7 @@ def test_custom_loss_scale_with_fp32_master_copy_counts_drops_as_skips(watched):
             continue
         master.grad.mul_(2 ** -state["log_scale"])
         opt.step()
-        with torch.no_grad():
-            offset = 0
-            for p in params:
-                p.copy_(master[offset:offset + p.numel()].view_as(p))
-                offset += p.numel()
+        copy_master_back(master, params)
         state["log_scale"] += 1e-3
     model(batch(0)[0])  # the next forward reveals the last skip and finishes the deferred sample
     h = w.history()

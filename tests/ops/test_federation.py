@@ -8,14 +8,13 @@ from urllib.parse import urlparse
 
 import pytest
 import torch
-from torch import nn
 
 import monitor
 from monitor.grafana.main import build_dashboards
 from monitor.ops.configs import federation_config, prometheus_config
 from monitor.ops.ids import DASHBOARD_UID
 from monitor.ops.targets import register
-from tests.models import Fp16Blocks, batch
+from tests.models import Fp16Blocks, watched_step
 
 RUN = "fed"
 NODES = {"node-a": (0, 1), "node-b": (2, 3)}  # two ranks per node
@@ -30,12 +29,7 @@ def _rank(rank: int, targets: Path) -> tuple[monitor.Watcher, object]:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, eps=1e-8)
     w = monitor.watch(model, opt, port=0, run=RUN, rank=rank)
     for step in (1, 2):
-        x, y = batch(step)
-        opt.zero_grad(set_to_none=True)
-        loss = nn.functional.mse_loss(model(x), y)
-        w.observe_loss(loss)
-        loss.backward()
-        opt.step()
+        watched_step(model, opt, w, step)
     port = urlparse(w.url).port
     return w, register(targets, "127.0.0.1", port, RUN, rank)
 
