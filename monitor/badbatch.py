@@ -1,8 +1,8 @@
 """`watch(..., save_bad_batch=True)`: the entry inputs of a bad iteration saved next to the run record,
 so that `monitor.localize` can replay them.
 
-Saved: the first iterations (at most MAX_SAVED per run) whose entry inputs held NaN/Inf, or whose forward
-pass localisation found a module making the first non-finite activation. The file
+Saved: the first iterations whose entry inputs held NaN/Inf (at most 3 per run), and the first whose
+forward pass localisation found a module making the first non-finite activation (once). The file
 `<record>.batch-step<N>.pt` is `torch.save` of `{"step", "reason", "calls": [{"module", "args",
 "kwargs"}]}`, every tensor a detached CPU copy (the user's tensors and objects are not touched; a
 copy of a GPU tensor syncs, once per saved batch). `diagnosis.inputs_seen.replay_snippet()` writes
@@ -22,7 +22,7 @@ from .history import Event
 
 __all__ = ["MAX_SAVED", "BatchSaver", "check_save_bad_batch"]
 
-MAX_SAVED = 3
+MAX_SAVED = {"nonfinite_input": 3, "nonfinite_forward": 1}  # files per run, per reason
 MAX_DEPTH = 6
 
 
@@ -68,15 +68,15 @@ class BatchSaver:
 
     def __init__(self, record: str) -> None:
         self.record = record
-        self.saved: list[str] = []
+        self.saved: list[tuple[str, str]] = []  # (reason, path)
 
     def path(self, step: int) -> str:
         return f"{self.record}.batch-step{step}.pt"
 
     def save(self, step: int, reason: str, calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> Event | None:
         """Save `calls` (entry module path, args, kwargs) of `step`; a "batch_saved" event, or None when
-        the run's quota is used up or there is nothing to save."""
-        if not calls or len(self.saved) >= MAX_SAVED:
+        the run's quota for `reason` is used up or there is nothing to save."""
+        if not calls or sum(r == reason for r, _ in self.saved) >= MAX_SAVED.get(reason, 1):
             return None
         copied, plain = [], True
         for module, args, kwargs in calls:
@@ -87,7 +87,7 @@ class BatchSaver:
         tmp = path + ".tmp"
         torch.save({"step": step, "reason": reason, "calls": copied}, tmp)
         os.replace(tmp, path)  # never a half-written file under the final name
-        self.saved.append(path)
+        self.saved.append((reason, path))
         return Event(step, "batch_saved", calls[0][0] or None, "input", {
             "path": os.path.abspath(path), "reason": reason, "calls": len(copied), "weights_only": plain})
 

@@ -26,6 +26,7 @@ from .badbatch import BatchSaver
 from .capture import entry_modules
 from .history import Event
 from .layers import module_path
+from .probes import DeviceBatch
 from .values import data_slots, nonfinite_counts
 
 __all__ = ["EntryCall", "InputProbe", "Slot"]
@@ -143,7 +144,12 @@ class InputProbe:
 
     def _read(self) -> list[tuple[Slot, float]]:
         tensors, metas = self.fold()
-        return _bad(metas, {name: t.cpu().tolist() for name, t in tensors.items()})
+        if not tensors:
+            return []
+        batch = DeviceBatch()  # one transfer per device, counted in probes.host_reads()
+        for name, t in tensors.items():
+            batch.add_values(name, t)
+        return _bad(metas, batch.fetch())
 
     def _events_for(self, bad: list[tuple[Slot, float]]) -> list[Event]:
         out: list[Event] = []
