@@ -44,11 +44,11 @@ def _finite(x: float | None) -> bool:
 
 
 def _forward_candidate(c: Call) -> bool:
-    return c.in_count == 0 and _finite(c.in_absmax) and c.out_count > 0
+    return c.in_count == 0 and c.out_count > 0
 
 
 def _backward_candidate(c: Call) -> bool:
-    forward_finite = c.in_count == 0 and c.out_count == 0 and _finite(c.in_absmax) and _finite(c.out_absmax)
+    forward_finite = c.in_count == 0 and c.out_count == 0
     return (forward_finite and c.grad_out_absmax is not None and math.isfinite(c.grad_out_absmax)
             and (c.grad_in_count > 0 or not _finite(c.grad_in_absmax)))
 
@@ -98,7 +98,7 @@ def culprit_detail(calls: list[Call], i: int, direction: str) -> dict[str, Any]:
     if not children:
         return detail
     if direction == "forward":
-        fed = next((j for j in children if calls[j].in_count or not _finite(calls[j].in_absmax)), None)
+        fed = next((j for j in children if calls[j].in_count), None)
         before = [j for j in children if fed is None or j < fed]
         detail.update(after=_names(calls, before), fed_to=calls[fed].name if fed is not None else None)
     else:

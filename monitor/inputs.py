@@ -1,12 +1,14 @@
 """Where data enters the model: the floating-point tensors passed to its entry modules, named, and their
-non-finite elements counted on the device every training iteration. Data only: a tensor some
+non-finite elements checked on the device every training iteration. Data only: a tensor some
 differentiable computation produced (another entry module's output, as in decoder(encoder(x))) is the
 model's own activation and is left to localisation.
 
 Each tensor is named the way the caller passed it (`values.input_slots`): `args[0]`, `kwargs['cond']`,
-`args[0].feats` (sparse tensors), `args[1]['image']`, ... `InputProbe` counts their NaN/Inf elements
-in a forward pre-hook on the entry modules (two fused kernels per iteration, no host read) and keeps
-the per-iteration counts on the device until the next read: folded into a sampled step's one transfer
+`args[0].feats` (sparse tensors), `args[1]['image']`, ... `InputProbe` checks them in a forward
+pre-hook on the entry modules: on iterations that will be sampled (localisation's included) their
+NaN/Inf elements are counted (two fused kernels); on the others a float32 sum per tensor flags them
+(NaN/Inf exactly when an element is; one read of the data, no temporary). Nothing is read on the host
+there: the values wait on the device until the next read, folded into a sampled step's one transfer
 (`fold` / `unfold`), or read directly (`flush`: at `findings()` and `close()`, and every 1024 pending
 iterations to bound memory). So a bad batch on an unsampled step is still reported at its own step.
 With a `saver` (`watch(save_bad_batch=True)`) every iteration is read at its end instead (one small host
@@ -15,6 +17,7 @@ read per step) while its inputs are still referenced, so the offending batch can
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +30,7 @@ from .capture import entry_modules
 from .history import Event
 from .layers import module_path
 from .probes import DeviceBatch
-from .values import data_slots, nonfinite_counts
+from .values import data_slots, nonfinite_counts, nonfinite_sums
 
 __all__ = ["EntryCall", "InputProbe", "Slot"]
 
@@ -51,17 +54,19 @@ class Slot:
     dtype: str
     numel: int
     call: int  # index of the entry call within its iteration
+    counted: bool  # its value is a NaN/Inf count (sampled iterations), else a sum that is NaN/Inf when any is
 
 
 class InputProbe:
     """Forward pre-hooks on the entry modules of `model`; `next_step()` is the step number the iteration
-    under way will get; `guard(fn)` wraps the hook body (a failure is counted by the watcher, never raised);
-    `saver`: save bad batches (see `end_iteration`). Hooks are skipped under `torch.no_grad()` (evaluation
-    passes)."""
+    under way will get, `wanted()` whether it will be sampled (then its inputs' NaN/Inf are counted);
+    `guard(fn)` wraps the hook body (a failure is counted by the watcher, never raised); `saver`: save bad
+    batches (see `end_iteration`). Hooks are skipped under `torch.no_grad()` (evaluation passes)."""
 
-    def __init__(self, model: nn.Module, next_step: Callable[[], int],
+    def __init__(self, model: nn.Module, next_step: Callable[[], int], wanted: Callable[[], bool],
                  guard: Callable[[Callable[..., Any]], Callable[..., Any]], saver: BatchSaver | None = None) -> None:
         self._next_step = next_step
+        self._wanted = wanted
         self._saver = saver
         self.keep = saver is not None
         self._pending: list[tuple[torch.Tensor, list[Slot]]] = []
@@ -86,14 +91,15 @@ class InputProbe:
             slots = data_slots(args, kwargs)
             if not slots:
                 return
-            step = self._next_step()
+            step, counted = self._next_step(), self.keep or self._wanted()
+            check = nonfinite_counts if counted else nonfinite_sums
             by_device: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
             for name, t in slots:
                 by_device.setdefault(t.device, []).append((name, t))
-            for group in by_device.values():  # never move a count across devices (that would sync)
-                meta = [Slot(step, module, n, tuple(t.shape), str(t.dtype).removeprefix("torch."), t.numel(), call)
-                        for n, t in group]
-                self._pending.append((nonfinite_counts([t for _, t in group]), meta))
+            for group in by_device.values():  # never move a value across devices (that would sync)
+                meta = [Slot(step, module, n, tuple(t.shape), str(t.dtype).removeprefix("torch."), t.numel(), call,
+                             counted) for n, t in group]
+                self._pending.append((check([t for _, t in group]), meta))
             if len(self._pending) > MAX_PENDING and not self.keep:
                 self._overflow += self._events_for(self._read())
 
@@ -142,7 +148,7 @@ class InputProbe:
             saved = None
         return events + ([saved] if saved else [])
 
-    def _read(self) -> list[tuple[Slot, float]]:
+    def _read(self) -> list[tuple[Slot, float | None]]:
         tensors, metas = self.fold()
         if not tensors:
             return []
@@ -151,7 +157,7 @@ class InputProbe:
             batch.add_values(name, t)
         return _bad(metas, batch.fetch())
 
-    def _events_for(self, bad: list[tuple[Slot, float]]) -> list[Event]:
+    def _events_for(self, bad: list[tuple[Slot, float | None]]) -> list[Event]:
         out: list[Event] = []
         for m, n in bad:
             if out and out[-1].step == m.step and sum(e.step == m.step for e in out) >= MAX_PER_STEP:
@@ -161,7 +167,8 @@ class InputProbe:
                     break
                 self._steps += 1
             out.append(Event(m.step, "nonfinite", m.module or None, "input", {
-                "input": m.name, "shape": list(m.shape), "dtype": m.dtype, "nonfinite": int(n), "numel": m.numel}))
+                "input": m.name, "shape": list(m.shape), "dtype": m.dtype, "nonfinite": None if n is None else int(n),
+                "numel": m.numel}))
         return out
 
     def remove(self) -> None:
@@ -172,8 +179,15 @@ class InputProbe:
         self._calls = []
 
 
-def _bad(metas: list[list[Slot]], values: dict[str, list[float | None]]) -> list[tuple[Slot, float]]:
-    out = []
+def _bad(metas: list[list[Slot]], values: dict[str, list[float | None]]) -> list[tuple[Slot, float | None]]:
+    """(slot, NaN/Inf count; None: not counted on an unsampled iteration) for every non-finite input."""
+    out: list[tuple[Slot, float | None]] = []
     for k, meta in enumerate(metas):
-        out += [(m, n) for m, n in zip(meta, values.get(f"inputs{k}", [])) if n]
+        for m, v in zip(meta, values.get(f"inputs{k}", [])):
+            if v is None:
+                continue
+            if m.counted and v:
+                out.append((m, v))
+            elif not m.counted and not math.isfinite(v):
+                out.append((m, None))
     return sorted(out, key=lambda mn: mn[0].step)

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["MAX_SLOTS", "absmax", "data_slots", "dense", "input_slots", "nonfinite_counts", "output_tensors"]
+__all__ = ["MAX_SLOTS", "absmax", "data_slots", "dense", "input_slots", "nonfinite_counts", "nonfinite_sums",
+           "output_tensors"]
 
 MAX_DEPTH = 3
 MAX_SLOTS = 64  # tensors named per call
@@ -90,14 +91,38 @@ def nonfinite_counts(tensors: list[torch.Tensor]) -> torch.Tensor:
     """NaN+Inf element count per tensor, float32 on the first tensor's device; no host read.
     (x - x is 0 for finite x and NaN otherwise; its L0 norm counts those, in fused kernels.)"""
     ts = [t.detach() for t in tensors]
-    counts = torch._foreach_norm(torch._foreach_sub(ts, ts), 0, dtype=torch.float32)
+    return _norms(torch._foreach_sub(ts, ts), 0, ts[0].device)
+
+
+def nonfinite_sums(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Per tensor, a float32 value that is NaN/Inf exactly when the tensor holds a NaN/Inf: its sum (one
+    read of the data, no temporary; ~10x cheaper than counting). float64 tensors: 0 when finite, so a
+    large finite sum is not mistaken for one; a float32/16 tensor whose finite values sum past 3.4e38
+    would be. On the first tensor's device; no host read."""
+    ts = [t.detach() for t in tensors]
     device = ts[0].device
-    return torch.stack([c.to(device) for c in counts])
+    sums = []
+    for t in ts:
+        s = t.sum(dtype=torch.float64 if t.dtype == torch.float64 else torch.float32)
+        if s.dtype == torch.float64:
+            s = torch.where(torch.isfinite(s), torch.zeros_like(s), s).to(torch.float32)
+        sums.append(s.to(device))
+    return torch.stack(sums)
 
 
 def absmax(tensors: list[torch.Tensor]) -> torch.Tensor:
     """The largest |x| over `tensors` (NaN when any element is NaN), float32 on the first one's device."""
     ts = [t.detach() for t in tensors]
-    device = ts[0].device
-    norms = torch._foreach_norm(ts, float("inf"), dtype=torch.float32)
-    return torch.stack([n.to(device) for n in norms]).amax()
+    return _norms(ts, float("inf"), ts[0].device).amax()
+
+
+def _norms(ts: list[torch.Tensor], order: float, device: torch.device) -> torch.Tensor:
+    """Per-tensor `order`-norms as float32 on `device` (accumulated in float32, float64 in float64)."""
+    wide = [i for i, t in enumerate(ts) if t.dtype == torch.float64]
+    narrow = [i for i in range(len(ts)) if i not in wide]
+    out: list[torch.Tensor | None] = [None] * len(ts)
+    for idx, kw in ((narrow, {"dtype": torch.float32}), (wide, {})):
+        if idx:
+            for i, n in zip(idx, torch._foreach_norm([ts[i] for i in idx], order, **kw)):
+                out[i] = n.to(device, torch.float32)
+    return torch.stack(out)  # type: ignore[arg-type]

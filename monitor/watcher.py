@@ -143,7 +143,8 @@ class Watcher:
         self._output = OutputProbe(model, lambda: self.tracker.will_sample(self.counters.step + 1),
                                    self._backward_end, self._guard)
         # the entry inputs' NaN/Inf, counted on the device every iteration (a bad batch on any step)
-        self._inputs = InputProbe(model, lambda: self.counters.step + 1, self._guard,
+        self._inputs = InputProbe(model, lambda: self.counters.step + 1,
+                                  lambda: self.tracker.will_sample(self.counters.step + 1), self._guard,
                                   BatchSaver(str(self.record_path)) if save_bad_batch else None)
         self._input_metas: list[Any] = []  # what the pending sample's folded input counts mean
         self.url: str | None = None

@@ -5,8 +5,9 @@ Source: "nonfinite" events for tensor "input" that the watcher records from its 
 entry modules' floating inputs (every iteration, read with the next sampled step's transfer, so the step
 is exact even when it was not sampled) and that `monitor.localize` returns for a replayed batch. Each
 names the input as passed (`args[0]`, `kwargs['cond']`, `args[0].feats`), its dtype, shape and count.
-From Prometheus only the first step is known: it still keeps the other rules from blaming a module
-there, and the watcher's own finding (slatmon_finding) stands for this one.
+On unsampled steps the watcher only flags a tensor (its count is None). From Prometheus only the first
+step is known: it still keeps the other rules from blaming a module there, and the watcher's own
+finding (slatmon_finding) stands for this one.
 Severity: critical, except warning when every affected step was skipped (a loss scaler or the loop kept the
 values out of the weights) and there were fewer than REPEAT_STEPS (3) of them. first_step: the first step
 with a non-finite input. Whatever went non-finite at that
@@ -46,11 +47,11 @@ def _where(e: Event) -> str:
 
 def _line(e: Event) -> str:
     d = e.detail
-    if "input" not in d:  # e.g. from Prometheus: only the step is known
-        return f"step {e.step}: a model input held NaN/Inf"
     shape = "x".join(str(n) for n in d["shape"]) if isinstance(d.get("shape"), list) else "?"
-    return (f"step {e.step}: model input {_where(e)} ({d.get('dtype', '?')}, shape {shape or 'scalar'}): "
-            f"{d.get('nonfinite', '?')} of {d.get('numel', '?')} elements NaN/Inf")
+    n = d.get("nonfinite")
+    counted = f"{n} of {d.get('numel', '?')} elements NaN/Inf" if n is not None else (
+        "NaN/Inf (flagged on an unsampled step; counted on sampled ones)")
+    return f"step {e.step}: model input {_where(e)} ({d.get('dtype', '?')}, shape {shape or 'scalar'}): {counted}"
 
 
 def _outcome(history: History, step: int) -> str | None:
@@ -66,9 +67,9 @@ def _outcome(history: History, step: int) -> str | None:
 
 def rule(history: History) -> list[Finding]:
     """See the module docstring."""
-    # counted events only: Prometheus knows just the first step (slatmon_nonfinite_input_first_step), and the
-    # watcher's own finding (slatmon_finding) it exports is the better account there
-    events = [e for e in input_events(history) if count(e.detail.get("nonfinite"))]
+    # not from Prometheus: it knows just the first step (slatmon_nonfinite_input_first_step), and the watcher's
+    # own finding (slatmon_finding) it exports is the better account there
+    events = [e for e in input_events(history) if "input" in e.detail and count(e.detail.get("nonfinite")) != 0]
     if not events:
         return []
     first = events[0]
