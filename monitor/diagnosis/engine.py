@@ -2,9 +2,9 @@
 
 A rule that raises is logged (with its traceback, once per rule and message) and skipped: the
 diagnosis never fails because one rule did. Rules run in RULES order, which also breaks ties of
-severity and first step. Then cause before consequence (causes.py): a finding that explains another
-(nonfinite_input before the nonfinite_loss it makes, nonfinite_forward before loss_scale_collapse)
-ranks right before it, and the other says what it follows from.
+severity and first step. Then cause before consequence (findings.rank / explain): a finding that
+explains another (nonfinite_input before the nonfinite_loss it makes, nonfinite_forward before
+loss_scale_collapse) ranks right before it, and the other says what it follows from.
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from ..findings import SEVERITIES, Finding, rank
+from ..findings import SEVERITIES, Finding, explain, rank
 from ..history import History
 from . import (
     adam_eps_underflow,
-    causes,
     fp16_no_loss_scale,
     fp16_optimizer_state,
     grad_explosion,
@@ -95,7 +94,7 @@ def _run_one(name: str, rule: Rule, history: History) -> list[Finding]:
 
 def run_rules(history: History, rules: Sequence[tuple[str, Rule]] = RULES) -> list[Finding]:
     """Every rule over `history`, merged per code, ranked (most severe, then earliest, first; a cause
-    right before the findings it explains, see causes.py).
+    right before the findings it explains, see findings.rank).
 
     `history.preflight` findings are kept unless a rule produced the same code (the rule saw the same
     RunInfo plus the observed steps, so its finding wins). Last, `nonfinite_values` adds a finding for
@@ -109,4 +108,4 @@ def run_rules(history: History, rules: Sequence[tuple[str, Rule]] = RULES) -> li
     found += _run_one("nonfinite_values", lambda h: nonfinite_values.check(h, found), history)
     position = {name: i for i, (name, _) in enumerate(rules)}
     found.sort(key=lambda f: position.get(f.code, len(position)))  # ties in RULES order, kept ones too
-    return causes.order(rank(found), getattr(history.run, "every", 1))
+    return explain(found, getattr(history.run, "every", 1))
