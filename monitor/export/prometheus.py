@@ -135,7 +135,8 @@ class SnapshotCollector(Collector):
         non-finite value (loss, activation or model input); and that of a non-finite model input
         alone (the data, not the model: the diagnosis read from Prometheus needs it)."""
         local = Family("slatmon_nonfinite_local_first_step", "gauge",
-                       "First step whose loss or activations were non-finite on this rank (absent: none so far).",
+                       "First step whose loss, activations or model input were non-finite on this rank "
+                       "(absent: none so far).",
                        _BASE)
         events = self._events()
         steps = [e.step for e in events if e.kind == "localized" or (
