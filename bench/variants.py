@@ -63,6 +63,14 @@ class Watch(Variant):
         self.watcher.close()
 
 
+class WatchNoInputCheck(Watch):
+    """`monitor.watch()` with its per-iteration input check removed: the A/B for what that check costs."""
+
+    def attach(self, job: Job, tmp: Path) -> None:
+        super().attach(job, tmp)
+        self.watcher._inputs.remove()
+
+
 class WandbWatch(Variant):
     """`wandb.watch(model, log="gradients", log_freq=1)`, offline, with one `wandb.log` per step
     (the hooks' histograms are committed with the step's log call, as in a real loop)."""
@@ -118,6 +126,7 @@ VARIANTS: dict[str, Callable[[], Variant]] = {
                                                       update_ratio=False),
     "watch every=10 on_nonfinite=skip": lambda: Watch("watch every=10 on_nonfinite=skip", every=10,
                                                       on_nonfinite="skip"),
+    "watch every=10 no input check": lambda: WatchNoInputCheck("watch every=10 no input check", every=10),
     "wandb.watch gradients": lambda: WandbWatch("wandb.watch gradients"),
     "detect_anomaly": lambda: DetectAnomaly("detect_anomaly"),
     "per-param norm().item()": lambda: NormItemLoop("per-param norm().item()"),

@@ -1,15 +1,16 @@
-"""Findings: what the diagnosis concluded, with the evidence and the fixes (ARCHITECTURE.md contract)."""
+"""Findings: what the diagnosis concluded, with the evidence and the fixes (ARCHITECTURE.md contract), and
+how they are ranked: by severity and step, a cause before the consequences it explains."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-__all__ = ["FIX_KINDS", "SEVERITIES", "Finding", "Fix", "rank"]
+__all__ = ["EXPLAINS", "FIX_KINDS", "SEVERITIES", "Finding", "Fix", "explain", "explains", "rank"]
 
 Severity = Literal["critical", "warning", "info"]
 SEVERITIES: tuple[str, ...] = ("critical", "warning", "info")
-FIX_KINDS: tuple[str, ...] = ("eps", "amsgrad", "lr", "warmup", "dtype", "scaler", "clip", "loss_eps")
+FIX_KINDS: tuple[str, ...] = ("eps", "amsgrad", "lr", "warmup", "dtype", "scaler", "clip", "loss_eps", "data")
 
 
 @dataclass(frozen=True)
@@ -67,11 +68,76 @@ class Finding:
         )
 
 
-def rank(findings: list[Finding]) -> list[Finding]:
-    """Most severe first; within a severity, the earliest step first; stable otherwise."""
+# Cause before consequence: a cause's code -> the codes it can produce, root causes first: bad data;
+# too large updates; the optimizer's own arithmetic; a module overflowing; the loss itself; then what
+# non-finite activations or losses do to the gradients and to the loss scale; a non-finite update; the
+# catch-all invariant. Edges only point down this order (no cycle). Codes not listed are never moved.
+_NONFINITE = ("nonfinite_forward", "nonfinite_loss", "grad_overflow_no_scaler", "loss_scale_collapse",
+              "nonfinite_values")
+EXPLAINS: dict[str, tuple[str, ...]] = {
+    "nonfinite_input": ("grad_explosion", *_NONFINITE),
+    "lr_too_high": ("grad_explosion", *_NONFINITE),
+    "grad_explosion": _NONFINITE,
+    "adam_eps_underflow": ("nonfinite_after_update", "nonfinite_values"),
+    "nonfinite_forward": _NONFINITE[1:],
+    "nonfinite_loss": _NONFINITE[2:],
+    "grad_overflow_no_scaler": ("nonfinite_values",),
+    "loss_scale_collapse": ("nonfinite_values",),
+    "nonfinite_after_update": ("nonfinite_values",),
+}
+CAUSE_WINDOW = 10  # steps; or the sampling interval, when longer
+LATE = {"nonfinite_forward": 3}  # localised on the iteration after the event (nonfinite_loss's LOOKAHEAD)
+
+
+def explains(cause: Finding, effect: Finding, every: int = 1) -> bool:
+    """Whether `cause` explains `effect`: EXPLAINS has the edge, `effect` began at most CAUSE_WINDOW steps
+    (or `every`, when longer) after `cause` - or, for a cause found by localisation, up to LATE steps
+    before it - and `cause` is at least as severe (a tentative warning never outranks a critical)."""
+    if effect.code not in EXPLAINS.get(cause.code, ()) or cause.first_step is None or effect.first_step is None:
+        return False
+    if SEVERITIES.index(cause.severity) > SEVERITIES.index(effect.severity):
+        return False
+    lag = effect.first_step - cause.first_step
+    return -LATE.get(cause.code, 0) <= lag <= max(CAUSE_WINDOW, every if isinstance(every, int) else 1)
+
+
+def _causal(findings: list[Finding], every: int) -> list[tuple[Finding, Finding | None]]:
+    """(finding, the cause ranked first among those that explain it) with every cause moved right before
+    the first finding it explains."""
+    causes = {i: [j for j, c in enumerate(findings) if j != i and explains(c, f, every)]
+              for i, f in enumerate(findings)}
+    placed: list[int] = []
+
+    def place(i: int) -> None:
+        if i not in placed:
+            for j in causes[i]:
+                place(j)
+            if i not in placed:
+                placed.append(i)
+
+    for i in range(len(findings)):
+        place(i)
+    return [(findings[i], findings[min(causes[i], key=placed.index)] if causes[i] else None) for i in placed]
+
+
+def rank(findings: list[Finding], every: int = 1) -> list[Finding]:
+    """Most severe first; within a severity, the earliest step first; stable otherwise; then cause before
+    consequence: a finding that explains another (see `explains`) is moved right before it. Idempotent.
+    `every`: the sampling interval (widens the window)."""
 
     def key(f: Finding) -> tuple[int, float]:
         step = f.first_step if f.first_step is not None else float("inf")
         return SEVERITIES.index(f.severity), step
 
-    return sorted(findings, key=key)
+    return [f for f, _ in _causal(sorted(findings, key=key), every)]
+
+
+def explain(findings: list[Finding], every: int = 1) -> list[Finding]:
+    """`rank(findings)`, each explained finding with the evidence line "follows from <code> at step N"
+    (its cause ranked first; keeps its own severity). Idempotent."""
+    out = []
+    for f, cause in _causal(rank(findings, every), every):
+        line = f"follows from {cause.code} at step {cause.first_step}: ranked after the finding that explains it" \
+            if cause is not None else None
+        out.append(f if line is None or line in f.evidence else replace(f, evidence=(*f.evidence, line)))
+    return out

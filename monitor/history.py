@@ -103,9 +103,13 @@ class LayerObs:
 @dataclass(frozen=True)
 class Event:
     """Something that happened once: `kind` is "nonfinite" (first non-finite value of a `tensor`:
-    grad | param | loss | activation), "localized" (first module whose forward output or backward
-    gradient was non-finite; `detail` has direction, dtype, in_absmax, out_absmax), "error", or
-    "guard_stop" (the guard raised GuardStop; `detail` has reason, finding, message)."""
+    grad | param | loss | activation | input; for "input", `layer` is the entry module (None: the
+    model) and `detail` has input (as passed: "args[0]", "kwargs['cond']"), shape, dtype, nonfinite,
+    numel), "localized" (the module call that made the first non-finite forward output or backward
+    gradient; `detail` has direction, dtype, module_type, own_code, parent, after, fed_to, and
+    in_absmax/out_absmax or grad_out_absmax/grad_in_absmax), "batch_saved" (save_bad_batch; `detail`
+    has path, reason, calls, weights_only), "error", or "guard_stop" (the guard raised GuardStop;
+    `detail` has reason, finding, message)."""
 
     step: int
     kind: str

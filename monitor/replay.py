@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .capture import entry_modules
 from .errors import ConfigError
 from .history import Event
 from .localize import Localizer, output_tensors
@@ -16,8 +17,12 @@ __all__ = ["localize"]
 
 
 def localize(model: nn.Module, run_batch: Callable[[nn.Module], Any], *, backward: bool = True) -> list[Event]:
-    """Run `run_batch(model)` once with forward (and backward) hooks on every module and return the
-    first module whose output went non-finite and, if `backward`, the first whose output gradient did.
+    """Run `run_batch(model)` once with forward (and backward) hooks on every module and return events:
+    the deepest module call whose inputs were finite and output not ("localized", forward; a parent whose
+    own code made the value between finite children is named, not the child that received it), if
+    `backward` the deepest whose output gradients were finite and input gradients not ("localized",
+    backward), and the model's non-finite inputs, named as passed ("nonfinite", tensor "input"; then no
+    module is blamed for what it received). An empty list: everything stayed finite.
 
     `run_batch` returns the loss (or any output holding tensors). The backward pass goes through
     `torch.autograd.grad`, so the parameters' `.grad` are left as they were; no optimizer runs and
@@ -27,7 +32,7 @@ def localize(model: nn.Module, run_batch: Callable[[nn.Module], Any], *, backwar
         raise ConfigError(f"localize(): model must be a torch.nn.Module, got {type(model).__name__!r}")
     if not callable(run_batch):
         raise ConfigError("localize(): run_batch must be a callable taking the model and returning the loss")
-    loc = Localizer(model)
+    loc = Localizer(model, entries=entry_modules(model), inputs=True)
     try:
         result = run_batch(model)
         if backward:

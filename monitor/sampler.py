@@ -9,7 +9,7 @@ model's next forward. Nothing here writes to a parameter, gradient or optimizer 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -33,6 +33,7 @@ class SampledStep:
     grad_norm_applied: float | None  # what optimizer.step() received
     grad_nonfinite: int
     param_nonfinite: int
+    extra: dict[str, list[float | None]] = field(default_factory=dict)  # begin(extra=...) values, fetched
 
 
 def _sum(values: list[float | None]) -> float | None:
@@ -83,6 +84,7 @@ class StepSampler:
         self._master_before: list[torch.Tensor | None] = []
         self._grads: list[torch.Tensor | None] = []
         self._params_were_nonfinite = False
+        self._extra: list[str] = []
 
     @property
     def pending(self) -> bool:
@@ -111,10 +113,12 @@ class StepSampler:
         self._capture = None
 
     def begin(self, step: int, loss: torch.Tensor | None, scale: torch.Tensor | float | None,
-              grads_scaled_by: torch.Tensor | float = 1.0, output_nonfinite: torch.Tensor | None = None) -> None:
+              grads_scaled_by: torch.Tensor | float = 1.0, output_nonfinite: torch.Tensor | None = None,
+              extra: dict[str, torch.Tensor] | None = None) -> None:
         """Before the update. `grads_scaled_by`: the loss scale the gradients still carry at
         `optimizer.step()` (a fused optimizer under GradScaler unscales inside its kernel);
-        `output_nonfinite`: the entry outputs' NaN+Inf count this iteration (OutputProbe).
+        `output_nonfinite`: the entry outputs' NaN+Inf count this iteration (OutputProbe); `extra`:
+        1-d device tensors fetched with the same transfer (SampledStep.extra; InputProbe.fold).
 
         With a capture from the end of backward, per-layer gradient numbers come from it (before
         clipping) and the norm of the gradients handed to the optimizer is measured here as
@@ -142,6 +146,9 @@ class StepSampler:
             b.add_scalar("scale", scale)
         if output_nonfinite is not None:
             b.add_scalar("out_nonfinite", output_nonfinite)
+        self._extra = list(extra or ())
+        for name, values in (extra or {}).items():
+            b.add_values(name, values)
         self._scale = None if isinstance(scale, torch.Tensor) else scale
         self._grads = grads
         if self.update_ratio:  # a strided sample of large tensors (probes/sketch.py), not a full copy
@@ -185,7 +192,8 @@ class StepSampler:
         return SampledStep(
             step=self._step, rows=tuple(rows), loss=v["loss"][0] if "loss" in v else None, loss_scale=scale,
             grad_norm_total=grad_norm, grad_norm_applied=self._applied_norm(v, grad_norm),
-            grad_nonfinite=int(_sum(v["g_nonfinite"]) or 0), param_nonfinite=int(_sum(v["p_nonfinite"]) or 0))
+            grad_nonfinite=int(_sum(v["g_nonfinite"]) or 0), param_nonfinite=int(_sum(v["p_nonfinite"]) or 0),
+            extra={name: v[name] for name in self._extra})
 
     def _applied_norm(self, v: dict[str, list[float | None]], grad_norm: float | None) -> float | None:
         """Global norm of the gradients the optimizer received (after clipping and unscaling)."""

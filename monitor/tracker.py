@@ -77,17 +77,18 @@ class Tracker:
         return self._force_sample or (step - 1) % self.every == 0
 
     def sampled_step(self, s: SampledStep, info: RunInfo, lr: tuple[float, ...],
-                     eps: tuple[float | None, ...], skip_reason: str | None = None) -> None:
+                     eps: tuple[float | None, ...], skip_reason: str | None = None,
+                     events: list[Event] | None = None) -> None:
         """A sampled step; `lr` / `eps` per param group as in effect for that step; `skip_reason` when
         the guard kept it out of the weights (the rows show the update as the optimizer computed it,
-        before the undo)."""
+        before the undo); `events` read with its transfer (non-finite inputs), recorded with it."""
         rows = self._merge_activations(s.step, list(s.rows))
         obs = StepObs(step=s.step, time=self.counters.time, sampled=True, skipped=skip_reason is not None,
                       skipped_total=self.counters.skipped_steps, loss=s.loss, loss_scale=s.loss_scale,
                       grad_norm_total=s.grad_norm_total, grad_norm_applied=s.grad_norm_applied,
                       grad_nonfinite=s.grad_nonfinite, param_nonfinite=s.param_nonfinite, lr=lr, eps=eps,
                       skip_reason=skip_reason)
-        events = self._nonfinite_events(s, rows)
+        events = list(events or ()) + self._nonfinite_events(s, rows)
         self._append(obs, rows, events)
         first = self.snapshot.param_nonfinite_first
         if not s.param_nonfinite:
@@ -127,10 +128,15 @@ class Tracker:
             self._writer.flush()
 
     # -- localisation -------------------------------------------------------------------
-    def resolve_localization(self, step: int) -> None:
-        """Read what the armed hooks saw during the iteration now ending as `step`, then disarm."""
+    def add_events(self, events: list[Event]) -> None:
+        """Events observed outside a step's own transfer (inputs read at close, saved batches)."""
+        self._record_events(events)
+
+    def resolve_localization(self, step: int) -> list[Event]:
+        """Read what the armed hooks saw during the iteration now ending as `step`, then disarm; the
+        events recorded."""
         if self._localizer is None:
-            return
+            return []
         loc, self._localizer = self._localizer, None
         loc.remove()
         events, acts = loc.resolve(step)
@@ -139,6 +145,17 @@ class Tracker:
             self.counters.nonfinite_steps["activation"] += 1
         if events:
             self._record_events(events)
+        return events
+
+    @property
+    def armed(self) -> bool:
+        return self._localizer is not None
+
+    def catch_up(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        """Localisation armed inside `module`'s forward pre-hooks (a skip seen at the next forward): its
+        call began before the hooks existed; record it now."""
+        if self._localizer is not None:
+            self._localizer.enter(module, args)
 
     def _arm(self) -> None:
         if self._localizer is None and self._localizations_left > 0:

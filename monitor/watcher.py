@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .badbatch import BatchSaver, check_save_bad_batch
 from .capture import OutputProbe, entry_modules
 from .config import DEFAULT_PORT, DefaultPort, check_args, check_guard, default_run
 from .distributed import default_port, detect, record_path
@@ -35,6 +36,7 @@ from .errors import ConfigError
 from .findings import Finding
 from .guard.hooks import GuardHooks
 from .history import History, RunInfo
+from .inputs import InputProbe
 from .layers import LayerMap
 from .preflight import describe, lint
 from .sampler import StepSampler
@@ -89,9 +91,11 @@ class Watcher:
                  group_depth: int | None = None, update_ratio: bool = True,
                  targets_dir: str | os.PathLike[str] | None = None, export_layers: str = "auto",
                  on_nonfinite: str = "warn", max_skips: int | None = None,
-                 checkpoint: Callable[[dict[str, Any]], Any] | None = None, step_pre_hook: bool = True) -> None:
+                 checkpoint: Callable[[dict[str, Any]], Any] | None = None, step_pre_hook: bool = True,
+                 save_bad_batch: bool = False) -> None:
         check_args(model, optimizer, scaler, loss_scale, every, port, host, max_layers, export_layers)
         check_guard(on_nonfinite, max_skips, checkpoint)
+        check_save_bad_batch(save_bad_batch, record)
         if not step_pre_hook and on_nonfinite != "warn":  # the guard acts in the optimizer's own pre-hook
             raise ConfigError(f"watch(): on_nonfinite={on_nonfinite!r} needs the optimizer's step pre-hook; "
                               "use on_nonfinite='warn' with step_pre_hook=False")
@@ -138,6 +142,11 @@ class Watcher:
         ]
         self._output = OutputProbe(model, lambda: self.tracker.will_sample(self.counters.step + 1),
                                    self._backward_end, self._guard)
+        # the entry inputs' NaN/Inf, counted on the device every iteration (a bad batch on any step)
+        self._inputs = InputProbe(model, lambda: self.counters.step + 1,
+                                  lambda: self.tracker.will_sample(self.counters.step + 1), self._guard,
+                                  BatchSaver(str(self.record_path)) if save_bad_batch else None)
+        self._input_metas: list[Any] = []  # what the pending sample's folded input counts mean
         self.url: str | None = None
         self._server = None
         self._target = None
@@ -203,6 +212,7 @@ class Watcher:
         """The newest diagnosis: pre-flight findings and every rule over the history, ranked.
         Call it from the training thread (it may complete a pending sample on the device)."""
         self._finish_guarded()
+        self._run_guarded(self._flush_inputs)  # a bad batch on a step not sampled yet
         return self.tracker.findings(self.info, self.preflight)
 
     @property
@@ -215,6 +225,7 @@ class Watcher:
             return
         self._finish_guarded()
         self._run_guarded(self._check_scale_drop)  # the last iteration's skip shows only at the next forward
+        self._run_guarded(self._flush_inputs)
         self._closed = True
         for h in self._handles:
             h.remove()
@@ -222,6 +233,7 @@ class Watcher:
         if self._nonfinite_guard is not None:
             self._nonfinite_guard.remove()
         self._output.remove()
+        self._inputs.remove()
         if self._scaler_tap is not None:
             self._scaler_tap.remove()
         self.tracker.close()
@@ -260,11 +272,12 @@ class Watcher:
             self._scaler_tap.stepped()
         step = self._advance()
         self._step_lr = self._iteration_lr or _lrs(optimizer)
-        self.tracker.resolve_localization(step)
+        self.tracker.add_events(self._inputs.end_iteration(step, self.tracker.resolve_localization(step)))
         self._step_losses, self._losses = self._losses, []
         if self.tracker.should_sample(step):
             scale, divisor = self._scale_now(optimizer)
-            self._sampler.begin(step, _mean(self._step_losses), scale, divisor, self._output.take())
+            extra, self._input_metas = self._inputs.fold()  # rides along with the step's one transfer
+            self._sampler.begin(step, _mean(self._step_losses), scale, divisor, self._output.take(), extra)
         else:
             self._output.take()
             self._sampler.discard_capture()
@@ -294,7 +307,10 @@ class Watcher:
         if self._autocast is None and torch.is_autocast_enabled(self._device_type):
             self._autocast = str(torch.get_autocast_dtype(self._device_type)).removeprefix("torch.")
             self._redescribe()  # autocast changes the picture
+        armed = self.tracker.armed
         self._check_scale_drop()
+        if self.tracker.armed and not armed:  # armed by a skip seen just now: this call is already under way
+            self.tracker.catch_up(module, args)
         if not self._iteration_open:
             self._iteration_open = True
             self._iteration_lr = _lrs(self.optimizer)
@@ -338,7 +354,7 @@ class Watcher:
         lr = self._iteration_lr or _lrs(self.optimizer)
         step = self._advance()
         self._last_was_skip = True
-        self.tracker.resolve_localization(step)
+        self.tracker.add_events(self._inputs.end_iteration(step, self.tracker.resolve_localization(step)))
         out = self._output.take()
         self._sampler.discard_capture()
         loss, self._losses = _mean(self._losses), []
@@ -379,6 +395,8 @@ class Watcher:
         if self._sampler.pending:
             sample = self._sampler.finish()
             if sample is not None:
+                inputs = self._inputs.unfold(self._input_metas, sample.extra)
+                self._input_metas = []
                 if not self._described_after_step:  # optimizer state exists now: record its dtype
                     self._described_after_step = True
                     self.info = self._describe()
@@ -386,7 +404,10 @@ class Watcher:
                 if sample.loss_scale is not None:
                     self.counters.loss_scale = sample.loss_scale
                 self._last_was_skip = False
-                self.tracker.sampled_step(sample, self.info, self._step_lr, _eps(self.optimizer), skip_reason)
+                self.tracker.sampled_step(sample, self.info, self._step_lr, _eps(self.optimizer), skip_reason, inputs)
+
+    def _flush_inputs(self) -> None:
+        self.tracker.add_events(self._inputs.flush())
 
     def _describe(self) -> RunInfo:
         info = describe(self.model, self.optimizer, self.layers, scaler_kind=self._kind, run=self.run,
@@ -461,6 +482,9 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any = None
     `optimizer.step()`, weights as before that step, after calling `checkpoint(last_good_state)`).
     step_pre_hook: False for loops that run backward inside `optimizer.step(closure)`: then call
     `before_optimizer_step()` yourself (see there); not with on_nonfinite="skip"/"stop".
+    save_bad_batch: True (needs record=) saves the entry inputs of the first iterations (at most 3) whose
+    inputs held NaN/Inf, or whose forward pass made the first one, as `<record>.batch-step<N>.pt` for
+    `monitor.localize`; it reads each iteration's input check on the host (one small sync per step).
     Set SLATMON_DISABLE=1 to turn every hook off (returns a Watcher that records nothing).
     """
     if os.environ.get("SLATMON_DISABLE") == "1":

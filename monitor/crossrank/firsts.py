@@ -41,7 +41,7 @@ def _local(h: History) -> tuple[int | None, str]:
         names = sorted({r.layer for r in acts if r.step == first})
         found.append((first, f"non-finite activations in {', '.join(names[:3])}"))
     found += [(e.step, f"non-finite {e.tensor}" + (f" in {e.layer}" if e.layer else ""))
-              for e in h.events if e.kind == "nonfinite" and e.tensor in ("loss", "activation")]
+              for e in h.events if e.kind == "nonfinite" and e.tensor in ("loss", "activation", "input")]
     # from Prometheus: slatmon_nonfinite_local_first_step (the loss or an activation, the exporter knew which)
     found += [(e.step, "non-finite loss or activations") for e in h.events if e.kind == "nonfinite"
               and e.tensor == "local"]

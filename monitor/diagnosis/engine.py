@@ -2,8 +2,9 @@
 
 A rule that raises is logged (with its traceback, once per rule and message) and skipped: the
 diagnosis never fails because one rule did. Rules run in RULES order, which also breaks ties of
-severity and first step (the more specific explanation first, e.g. adam_eps_underflow before the
-nonfinite_after_update it causes).
+severity and first step. Then cause before consequence (findings.rank / explain): a finding that
+explains another (nonfinite_input before the nonfinite_loss it makes, nonfinite_forward before
+loss_scale_collapse) ranks right before it, and the other says what it follows from.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from ..findings import SEVERITIES, Finding, rank
+from ..findings import SEVERITIES, Finding, explain, rank
 from ..history import History
 from . import (
     adam_eps_underflow,
@@ -25,6 +26,7 @@ from . import (
     lr_too_high,
     nonfinite_after_update,
     nonfinite_forward,
+    nonfinite_input,
     nonfinite_loss,
     nonfinite_values,
 )
@@ -36,6 +38,7 @@ log = logging.getLogger("monitor.diagnosis")
 Rule = Callable[[History], list[Finding]]
 
 RULES: tuple[tuple[str, Rule], ...] = (
+    ("nonfinite_input", nonfinite_input.rule),
     ("adam_eps_underflow", adam_eps_underflow.rule),
     ("grad_overflow_no_scaler", grad_overflow_no_scaler.rule),
     ("loss_scale_collapse", loss_scale_collapse.rule),
@@ -90,7 +93,8 @@ def _run_one(name: str, rule: Rule, history: History) -> list[Finding]:
 
 
 def run_rules(history: History, rules: Sequence[tuple[str, Rule]] = RULES) -> list[Finding]:
-    """Every rule over `history`, merged per code, ranked (most severe, then earliest, first).
+    """Every rule over `history`, merged per code, ranked (most severe, then earliest, first; a cause
+    right before the findings it explains, see findings.rank).
 
     `history.preflight` findings are kept unless a rule produced the same code (the rule saw the same
     RunInfo plus the observed steps, so its finding wins). Last, `nonfinite_values` adds a finding for
@@ -102,4 +106,6 @@ def run_rules(history: History, rules: Sequence[tuple[str, Rule]] = RULES) -> li
     kept = [f for f in history.preflight if isinstance(f, Finding) and f.code not in codes]
     found = produced + merge(kept)
     found += _run_one("nonfinite_values", lambda h: nonfinite_values.check(h, found), history)
-    return rank(found)
+    position = {name: i for i, (name, _) in enumerate(rules)}
+    found.sort(key=lambda f: position.get(f.code, len(position)))  # ties in RULES order, kept ones too
+    return explain(found, getattr(history.run, "every", 1))

@@ -11,7 +11,8 @@ Fires (critical) at the first step s with non-finite gradients when
   layers' gradients are finite (a NaN loss would reach every layer), or - the ambiguous case - the
   loss was non-finite and the activations were not checked at s (with float16 and no scaler the
   overflow is the likelier cause; the evidence says so, and nonfinite_loss is then a warning).
-Only a non-finite loss with activations measured finite at s is left to nonfinite_loss.
+Only a non-finite loss with activations measured finite at s is left to nonfinite_loss; non-finite model
+inputs at s (nonfinite_input) explain everything at s: no finding.
 Layers: the overflowing module when localised, else the float16 layers with non-finite gradients.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 from ..findings import Finding
 from ..history import History
 from . import fixes
+from .inputs_seen import input_steps
 from .numerics import FORMATS
 from .observe import (
     activation_state,
@@ -67,7 +69,7 @@ def rule(history: History) -> list[Finding]:
     if has_loss_scaling(history) or not fp16_involved(history):
         return []
     first = first_nonfinite_grads(history)
-    if first is None or params_broken_before(history, "", first[0]):
+    if first is None or params_broken_before(history, "", first[0]) or first[0] in input_steps(history):
         return []
     step, bad_rows = first
     loss = loss_state(step_obs(history, step), history)

@@ -5,7 +5,8 @@ At the first step s whose loss is non-finite (StepObs.loss, or a "nonfinite" eve
 with parameters finite going into s. Not reported when activations at s were non-finite (including the
 watcher's "[output]" model-output row), when a forward-origin localisation names a module at steps
 s..s+LOOKAHEAD (3) (nonfinite_forward explains it), nor when only float16 layers got non-finite
-gradients at s while float32 layers stayed finite (an overflow, see grad_overflow_no_scaler).
+gradients at s while float32 layers stayed finite (an overflow, see grad_overflow_no_scaler), nor when
+the model's inputs at s were non-finite (nonfinite_input).
 Activations count as checked-finite where a step with a non-finite loss has per-layer
 activation_nonfinite measurements that are all 0; otherwise the evidence says they were not checked.
 Severity: critical, except warning when a loss scaler skipped every affected step and there were
@@ -18,6 +19,7 @@ from __future__ import annotations
 from ..findings import Finding
 from ..history import Event, History
 from . import fixes
+from .inputs_seen import input_steps
 from .observe import (
     activation_state,
     count,
@@ -67,7 +69,7 @@ def rule(history: History) -> list[Finding]:
     if not bad_steps:
         return []
     step = bad_steps[0]
-    if params_broken_before(history, "", step) or _overflow_pattern(history, step):
+    if params_broken_before(history, "", step) or _overflow_pattern(history, step) or step in input_steps(history):
         return []
     if activation_state(history, step) == "nonfinite":
         return []

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..history import Event, GroupInfo, History, LayerInfo, LayerObs, StepObs
 from .index import index_of
+from .inputs_seen import input_steps
 from .numerics import normalize_dtype
 
 __all__ = [
@@ -200,10 +201,14 @@ def params_broken_before(history: History, module: str, step: int) -> bool:
 
 def forward_origins(history: History) -> list[Event]:
     """Forward "localized" events where the module itself made the first non-finite value: finite input
-    (or not recorded) and its own parameters finite going into that step. A module that merely
-    forwards NaN parameters written by an earlier update is a consequence, not an origin."""
+    (or not recorded), its own parameters finite going into that step, and the model's input finite at
+    that step. A module that merely forwards NaN parameters written by an earlier update, or NaN data,
+    is a consequence, not an origin."""
     out = []
+    bad_data = input_steps(history)
     for e in localized_events(history, "forward"):
+        if e.step in bad_data:
+            continue
         absmax = as_float(e.detail.get("in_absmax"))
         if absmax is not None and not math.isfinite(absmax):
             continue
@@ -286,7 +291,15 @@ def first_forward_origin(history: History) -> tuple[Event, list[int]] | None:
 
 
 def origin_line(event: Event) -> str:
-    """Evidence line for a forward-origin localisation event."""
+    """Evidence line for a forward-origin localisation event; where the module has children, that the value
+    went non-finite in its own forward code, after which of them."""
     d = event.detail
-    return (f"step {event.step}: first non-finite forward output in {event.layer} ({d.get('dtype', '?')}, "
+    line = (f"step {event.step}: first non-finite forward output in {event.layer} ({d.get('dtype', '?')}, "
             f"input abs-max {d.get('in_absmax', '?')}, output abs-max {d.get('out_absmax', '?')})")
+    if d.get("own_code") is True:
+        after = d.get("after") if isinstance(d.get("after"), list) else []
+        kind = d.get("module_type") if isinstance(d.get("module_type"), str) else "its"
+        line += (f": in {kind}.forward's own code, between its children"
+                 + (f", after {fmt_layers([str(x) for x in after])} (finite)" if after else "")
+                 + (f", before {d['fed_to']}" if isinstance(d.get("fed_to"), str) else ""))
+    return line

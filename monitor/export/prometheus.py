@@ -76,7 +76,7 @@ class SnapshotCollector(Collector):
             shown, folded = self._grouped(snap)
             layers = [*self._layers(shown, base), self._grouped_family(base, folded)]
             self._layer_cache = (snap, layers)  # one reference assignment: safe with concurrent scrapes
-        return [*self._globals(snap, counters, base), self._local_first(base), *layers,
+        return [*self._globals(snap, counters, base), *self._local_first(base), *layers,
                 *self._optimizer(snap, base), *self._finding_families(base), self._run_info(base)]
 
     def _globals(self, snap: Snapshot, c: Counters, base: tuple[str, str]) -> Iterator[Family]:
@@ -129,18 +129,26 @@ class SnapshotCollector(Collector):
                 LayerInfo(dtype="mixed", state_dtype="mixed"))
         return dataclasses.replace(snap, rows=g.rows, param_nonfinite_first=first, layer_info=info), g.folded
 
-    def _local_first(self, base: tuple[str, str]) -> Family:
+    def _local_first(self, base: tuple[str, str]) -> tuple[Family, Family]:
         """What a cross-rank comparison needs from each rank without a collective (besides
         slatmon_sampled_step, so ranks are compared on the same step): the first step of a rank-local
-        non-finite value (loss or activation)."""
+        non-finite value (loss, activation or model input); and that of a non-finite model input
+        alone (the data, not the model: the diagnosis read from Prometheus needs it)."""
         local = Family("slatmon_nonfinite_local_first_step", "gauge",
-                       "First step whose loss or activations were non-finite on this rank (absent: none so far).",
+                       "First step whose loss, activations or model input were non-finite on this rank "
+                       "(absent: none so far).",
                        _BASE)
-        steps = [e.step for e in self._events() if e.kind == "localized" or (
-            e.kind == "nonfinite" and e.tensor in ("loss", "activation"))]
+        events = self._events()
+        steps = [e.step for e in events if e.kind == "localized" or (
+            e.kind == "nonfinite" and e.tensor in ("loss", "activation", "input"))]
         if steps:
             local.add(base, float(min(steps)))
-        return local
+        data = Family("slatmon_nonfinite_input_first_step", "gauge",
+                      "First step whose model input held NaN/Inf on this rank (absent: none so far).", _BASE)
+        inputs = [e.step for e in events if e.kind == "nonfinite" and e.tensor == "input"]
+        if inputs:
+            data.add(base, float(min(inputs)))
+        return local, data
 
     @staticmethod
     def _grouped_family(base: tuple[str, str], folded: int) -> Family:

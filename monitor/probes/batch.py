@@ -123,6 +123,12 @@ class DeviceBatch:
         v = value.detach().reshape(1).to(torch.float32)
         self._parts[v.device].append((name, [0], v))
 
+    def add_values(self, name: str, values: torch.Tensor) -> None:
+        """A 1-d tensor of values (e.g. input non-finite counts) fetched with the same transfer."""
+        self._lengths[name] = values.numel()
+        v = values.detach().reshape(-1).to(torch.float32)
+        self._parts[v.device].append((name, list(range(v.numel())), v))
+
     def fetch(self) -> dict[str, list[float | None]]:
         out: dict[str, list[float | None]] = {n: [None] * k for n, k in self._lengths.items()}
         for parts in self._parts.values():

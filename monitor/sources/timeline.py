@@ -165,6 +165,9 @@ def build_history(series: Series, run: str, rank: int) -> History:
                 if key not in prev_nf or prev_nf[key] == 0:
                     events.append(Event(step, "nonfinite", None, key.split(":", 1)[1], {"source": "prometheus"}))
                 prev_nf[key] = value
+        data = glob.get("slatmon_nonfinite_input_first_step")  # the exporter's exact step of bad data
+        if data is not None and math.isfinite(data) and not any(e.tensor == "input" for e in events):
+            events.append(Event(int(data), "nonfinite", None, "input", {"source": "prometheus"}))
         reported = {key: _finding(*key.split(":", 2)[1:], step, glob.get("first:" + key.split(":", 1)[1]))
                     for key in glob if key.startswith("finding:")}
         if reported:

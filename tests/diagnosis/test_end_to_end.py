@@ -97,9 +97,15 @@ def test_trellis_162_end_to_end_and_fixes(runs_dir: Path) -> None:
 @pytest.mark.parametrize("precision", ["amp", "inflat_all"])
 def test_overflow_under_a_loss_scaler_is_a_collapse_naming_the_module(precision: str, runs_dir: Path) -> None:
     """With a scaler the overflowing steps are skipped and the scale keeps falling; localisation (armed on
-    the next step, weights still finite) names the attention core whose fp16 logits overflowed."""
+    the next step, weights still finite) names the attention core whose fp16 logits overflowed (its input
+    qkv finite, its output not: tests/trainer_example/test_faults.py). The overflow explains the collapse:
+    it ranks first from the fault step (the model output was already non-finite there), the collapse
+    second, saying what it follows from."""
     _, found = train(runs_dir, f"overflow-{precision}", fault="overflow", precision=precision, steps=30)
-    top = found[0]
-    assert (top.code, top.severity, top.first_step) == ("loss_scale_collapse", "critical", FAULT_STEP)
-    assert top.layers == ("encoder.blocks.0.attn.core",)
-    assert top.fixes[0].kind == "dtype" and "encoder.blocks.0.attn.core" in top.fixes[0].snippet
+    top, collapse = found[:2]
+    assert (top.code, top.severity, top.first_step) == ("nonfinite_forward", "critical", FAULT_STEP)
+    assert (collapse.code, collapse.severity, collapse.first_step) == ("loss_scale_collapse", "critical", FAULT_STEP)
+    assert top.layers == collapse.layers == ("encoder.blocks.0.attn.core",)
+    assert f"follows from nonfinite_forward at step {FAULT_STEP}" in collapse.evidence[-1]
+    for f in (top, collapse):
+        assert f.fixes[0].kind == "dtype" and "encoder.blocks.0.attn.core" in f.fixes[0].snippet

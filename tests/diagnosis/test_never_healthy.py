@@ -47,10 +47,14 @@ def test_cli_exits_1(faults, name: str) -> None:
 
 def test_trellis_persistent_overflow_is_critical() -> None:
     """TRELLIS inflat_all watched the natural way: the root models dict is never called, skips never
-    call optimizer.step(); 6 of 8 steps overflow and are skipped (scale 2**12 -> 2**6)."""
+    call optimizer.step(); 6 of 8 steps get an inf in their input batch and are skipped (scale 2**12 ->
+    2**6). The bad data explains the collapse: it ranks first, the collapse says it follows from it."""
     cell = Cell("inflat_all", container_root=True, bad_steps=(3, 4, 5, 6, 7, 8))
     truth, w = run_cell(cell, watch=True)
     assert truth.skipped == [3, 4, 5, 6, 7, 8]
     assert w.counters.skipped_steps == 6 and w.counters.step == 8
-    top = w.findings()[0]
-    assert (top.code, top.severity, top.first_step) == ("loss_scale_collapse", "critical", 3)
+    top, second = w.findings()[:2]
+    assert (top.code, top.severity, top.first_step, top.layers) == ("nonfinite_input", "critical", 3, ("encoder",))
+    assert "args[0] of encoder" in top.title  # the decoder's input is the encoder's output: not data
+    assert (second.code, second.severity, second.first_step) == ("loss_scale_collapse", "critical", 3)
+    assert "follows from nonfinite_input at step 3" in second.evidence[-1]

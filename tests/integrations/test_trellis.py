@@ -74,11 +74,12 @@ def test_mode_none_skip_without_scale_is_counted():
 
 
 def test_mode_none_skip_without_scale_is_a_warning_not_healthy():
-    """The loop kept the NaN out of the weights: never "healthy", but not critical either."""
+    """The loop kept the NaN out of the weights: never "healthy", but not critical either; the inf in the
+    batch is named as the data's, not the model's."""
     _, w = trained(None, True, max_steps=8, bad_steps=(3, 6))
     found = {f.code: f for f in w.findings()}
     assert not critical(w.findings())
-    assert found["nonfinite_values"].severity == "warning" and found["nonfinite_values"].first_step == 3
+    assert found["nonfinite_input"].severity == "warning" and found["nonfinite_input"].first_step == 3
 
 
 def test_loss_is_the_mean_over_micro_batches_as_trellis_logs_it():

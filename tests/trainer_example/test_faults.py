@@ -38,16 +38,20 @@ def test_overflow_without_scaler() -> None:
 
 
 def test_overflow_first_nonfinite_activation_is_attention_core() -> None:
-    """Forward hooks in module order: the first module whose output is non-finite."""
+    """Forward hooks in module order: the first module whose output is non-finite; its input (qkv) was
+    finite and it has no child, so the logits overflow in its own code (the localiser's culprit)."""
     model = SlatVAE(FIXED_BATCH)
     model.convert_to_fp16(upsample=False)
     model.attention_cores()[0].logit_gain = OVERFLOW_LOGIT_GAIN
     order: list[str] = []
+    inputs_finite: dict[str, bool] = {}
 
     def hook(name: str):
-        def fn(_m, _a, out):
+        def fn(_m, args, out):
             if isinstance(out, torch.Tensor) and not torch.isfinite(out).all():
                 order.append(name)
+                inputs_finite[name] = all(bool(torch.isfinite(a).all()) for a in args
+                                          if isinstance(a, torch.Tensor) and a.is_floating_point())
 
         return fn
 
@@ -55,6 +59,7 @@ def test_overflow_first_nonfinite_activation_is_attention_core() -> None:
         module.register_forward_hook(hook(name))
     model(SyntheticVoxels(FIXED_BATCH, 0, torch.device("cpu")).batch(0).x)
     assert order and order[0] == "encoder.blocks.0.attn.core"
+    assert inputs_finite[order[0]] and not list(model.get_submodule(order[0]).children())
 
 
 def test_overflow_under_inflat_all_collapses_the_loss_scale() -> None:
