@@ -9,7 +9,8 @@ counts to the host in one transfer and reports the first hit of each direction.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -18,43 +19,90 @@ from torch import nn
 from .history import Event
 from .layers import module_path
 
-__all__ = ["OUTPUT", "Localizer", "output_tensors"]
+__all__ = ["OUTPUT", "Localizer", "count_nonfinite", "dense", "finite_view", "output_tensors"]
 
 OUTPUT = "[output]"  # pseudo-layer for the model's own output (the root module's forward output)
 
 
-def output_tensors(value: Any, depth: int = 0) -> Iterator[torch.Tensor]:
+def output_tensors(value: Any, depth: int = 0) -> list[torch.Tensor]:
     """Floating-point tensors in a module's output: tensors, sparse tensors (`.features` / `.feats`),
-    and one level of tuples, lists and dicts."""
+    and one level of tuples, lists and dicts. Anything else (None, numbers, generators, objects whose
+    attributes raise) holds none: this never raises and never consumes an iterator."""
+    found: list[torch.Tensor] = []
+    with contextlib.suppress(Exception):  # a hostile output (e.g. __class__ raising): the tensors found so far
+        _walk(value, depth, found)
+    return found
+
+
+def _walk(value: Any, depth: int, found: list[torch.Tensor]) -> None:
     if isinstance(value, torch.Tensor):
         if value.is_floating_point():
-            yield value
+            found.append(value)
         return
     for attr in ("features", "feats"):
-        inner = getattr(value, attr, None)
+        inner = _attr(value, attr)
         if isinstance(inner, torch.Tensor):
-            yield from output_tensors(inner, depth)
+            _walk(inner, depth, found)
             return
     if depth >= 2:
         return
     if isinstance(value, (tuple, list)):
         for v in value:
-            yield from output_tensors(v, depth + 1)
+            _walk(v, depth + 1, found)
     elif isinstance(value, dict):
         for v in value.values():
-            yield from output_tensors(v, depth + 1)
-    elif hasattr(value, "__dict__") and not isinstance(value, (nn.Module, type)):
-        for v in vars(value).values():  # dataclass-like outputs (e.g. a VAE's `.pred`, `.mean`)
-            yield from output_tensors(v, depth + 1)
+            _walk(v, depth + 1, found)
+    elif not isinstance(value, (nn.Module, type)):
+        for v in _fields(value):  # dataclass-like outputs (e.g. a VAE's `.pred`, `.mean`)
+            _walk(v, depth + 1, found)
+
+
+def _attr(value: Any, name: str) -> Any:
+    try:
+        return getattr(value, name, None)
+    except Exception:  # a property or __getattr__ that raises: the output simply has no such field
+        return None
+
+
+def _fields(value: Any) -> list[Any]:
+    try:
+        return list(vars(value).values())
+    except Exception:  # no __dict__ (ints, generators, slotted objects), or one that raises
+        return []
+
+
+def finite_view(t: torch.Tensor) -> torch.Tensor | None:
+    """The elements of `t` whose finiteness can be counted: a dense tensor itself, a sparse tensor's
+    stored values; None for what holds no countable data here (nested and meta tensors)."""
+    if t.is_nested or t.is_meta:
+        return None
+    if t.layout == torch.strided:
+        return t
+    if t.layout == torch.sparse_coo:
+        return t._values()  # also un-coalesced: duplicates only add, a NaN stays a NaN
+    if t.layout in (torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc):
+        return t.values()
+    return None
+
+
+def count_nonfinite(ts: list[torch.Tensor]) -> torch.Tensor | None:
+    """NaN+Inf elements of `ts` on the first countable one's device (no sync), or None when none is
+    countable."""
+    views = [v for v in map(finite_view, ts) if v is not None]
+    if not views:
+        return None
+    dev = views[0].device
+    return sum((~torch.isfinite(v.detach())).sum().to(dev) for v in views)  # type: ignore[return-value]
 
 
 def _absmax(ts: list[torch.Tensor], device: torch.device) -> torch.Tensor:
-    vals = [t.detach().abs().amax().float().to(device) for t in ts if t.numel()]
+    vals = [v.detach().abs().amax().float().to(device) for v in map(finite_view, ts) if v is not None and v.numel()]
     return torch.stack(vals).amax() if vals else torch.zeros((), device=device)
 
 
-def _dense(ts: Iterator[torch.Tensor]) -> list[torch.Tensor]:
-    return [t for t in ts if t.layout == torch.strided]  # sparse / nested outputs: not checked
+def dense(ts: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Plain strided tensors: the ones whose gradients are checked (sparse, nested, meta: not)."""
+    return [t for t in ts if t.layout == torch.strided and not t.is_nested and not t.is_meta]
 
 
 class Localizer:
@@ -74,15 +122,14 @@ class Localizer:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
             if not self._active:
                 return
-            outs = _dense(output_tensors(output))
-            if not outs:
+            outs = output_tensors(output)
+            count = count_nonfinite(outs)
+            if count is None:
                 return
-            dev = outs[0].device
-            count = sum((~torch.isfinite(t.detach())).sum().to(dev) for t in outs)
-            ins = _dense(output_tensors(inputs))
+            dev = count.device
             self._forward.append((name, str(outs[0].dtype).removeprefix("torch."), count,
-                                  _absmax(ins, dev), _absmax(outs, dev)))
-            for t in outs:
+                                  _absmax(output_tensors(inputs), dev), _absmax(outs, dev)))
+            for t in dense(outs):
                 if t.requires_grad:
                     t.register_hook(self._guard(self._grad_hook(name, str(t.dtype).removeprefix("torch."))))
 
@@ -91,7 +138,9 @@ class Localizer:
     def _grad_hook(self, name: str, dtype: str):  # noqa: ANN202
         def hook(grad: torch.Tensor) -> None:
             if self._active:
-                self._backward.append((name, dtype, (~torch.isfinite(grad.detach())).sum()))
+                count = count_nonfinite([grad])
+                if count is not None:
+                    self._backward.append((name, dtype, count))
 
         return hook
 
