@@ -104,8 +104,10 @@ class LayerObs:
 class Event:
     """Something that happened once: `kind` is "nonfinite" (first non-finite value of a `tensor`:
     grad | param | loss | activation), "localized" (first module whose forward output or backward
-    gradient was non-finite; `detail` has direction, dtype, in_absmax, out_absmax), "error", or
-    "guard_stop" (the guard raised GuardStop; `detail` has reason, finding, message)."""
+    gradient was non-finite; `detail` has direction, dtype, in_absmax, out_absmax), "error",
+    "guard_stop" (the guard raised GuardStop; `detail` has reason, finding, message), or
+    "params_changed" (parameters replaced, added or converted after watch(); `detail` has layers,
+    params, added, removed, not_in_optimizer, not_in_optimizer_count)."""
 
     step: int
     kind: str

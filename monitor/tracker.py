@@ -126,6 +126,10 @@ class Tracker:
         if self._writer is not None:
             self._writer.flush()
 
+    def event(self, event: Event) -> None:
+        """An event of the watcher's own (e.g. `params_changed`): kept, and written to the record."""
+        self._record_events([event])
+
     # -- localisation -------------------------------------------------------------------
     def resolve_localization(self, step: int) -> None:
         """Read what the armed hooks saw during the iteration now ending as `step`, then disarm."""
