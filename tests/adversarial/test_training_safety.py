@@ -217,3 +217,19 @@ def test_replay_of_a_graph_already_freed_returns_what_the_hooks_saw(caplog):
                                                                   ("blocks.0", "backward")]
     assert any("backward through the graph a second time" in r.getMessage() for r in caplog.records)
 
+
+
+
+def test_scraper_hanging_up_prints_no_traceback_into_the_training_log(capfd):
+    """socketserver calls handle_error() from its except clause when a request fails outside do_GET (a
+    scraper that reset the connection before the answer): its default prints a traceback to stderr."""
+    model, opt, _ = setup()
+    with monitor.watch(model, opt, port=0, run="safety") as w:
+        train(model, opt, 1, watcher=w)
+        try:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        except ConnectionResetError:
+            w._server.handle_error(None, ("127.0.0.1", 40000))
+        body = urllib.request.urlopen(w.url, timeout=5).read().decode()  # still serving
+    assert "slatmon_step" in body
+    assert "Traceback" not in capfd.readouterr().err
