@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .localize import output_tensors
+from .values import count_nonfinite, output_tensors
 
 __all__ = ["OutputProbe", "entry_modules"]
 
@@ -40,6 +40,15 @@ def entry_modules(model: nn.Module) -> list[nn.Module]:
     return found or [model]
 
 
+def _engine() -> Any:
+    return torch.autograd.Variable._execution_engine  # type: ignore[attr-defined]
+
+
+def _graph_task() -> int:
+    """The id of the backward pass (graph task) running now."""
+    return torch._C._current_graph_task_id()
+
+
 class OutputProbe:
     """Per sampled iteration: NaN+Inf count of the entry outputs (`take()`), and `on_backward_end()`
     called once at the end of each backward pass through them.
@@ -51,9 +60,11 @@ class OutputProbe:
     def __init__(self, model: nn.Module, wanted: Callable[[], bool], on_backward_end: Callable[[], None],
                  guard: Callable[[Callable[..., None]], Callable[..., None]]) -> None:
         self._wanted = wanted
-        self._on_backward_end = guard(on_backward_end)
+        self._on_backward_end = on_backward_end
         self._grad_hook = guard(self._grad)
-        self._queued = False
+        self._end = guard(self._end_of_backward)  # runs from the autograd engine: guarded like every hook
+        self._requeue = guard(self._queue_end)
+        self._queued: int | None = None  # the backward pass (graph task) whose end is queued
         self.count: torch.Tensor | None = None
         hook = torch.compiler.disable(guard(self._forward))  # eager even on a torch.compile'd module
         self._handles = [m.register_forward_hook(hook) for m in entry_modules(model)]
@@ -61,27 +72,28 @@ class OutputProbe:
     def _forward(self, module: nn.Module, inputs: Any, output: Any) -> None:
         if not torch.is_grad_enabled() or not self._wanted():  # skip eval passes and unsampled steps
             return
-        outs = list(output_tensors(output))
-        dense = [t for t in outs if t.layout == torch.strided]
-        if dense:
-            dev = dense[0].device
-            n = sum((~torch.isfinite(t.detach())).sum().to(dev) for t in dense)
+        outs = output_tensors(output)
+        n = count_nonfinite(outs)  # sparse outputs: their stored values; nested / meta ones: not counted
+        if n is not None:
             self.count = n if self.count is None else self.count + n.to(self.count.device)
         for t in outs:
             if t.requires_grad:
                 t.register_hook(self._grad_hook)
 
     def _grad(self, grad: torch.Tensor) -> None:
-        if self._queued or not self._handles:
+        task = _graph_task()
+        if task == self._queued or not self._handles:  # once per backward pass, however many outputs
             return
-        self._queued = True
+        self._queued = task  # a backward that raises never runs its callback: the next pass queues anew
         # DDP queues its all-reduce finaliser from the first parameter hook, after this one:
         # queue a callback that queues the real one, which then runs after DDP's.
-        engine = torch.autograd.Variable._execution_engine  # type: ignore[attr-defined]
-        engine.queue_callback(lambda: engine.queue_callback(self._end))
+        _engine().queue_callback(self._requeue)
 
-    def _end(self) -> None:
-        self._queued = False
+    def _queue_end(self) -> None:
+        _engine().queue_callback(self._end)
+
+    def _end_of_backward(self) -> None:
+        self._queued = None
         if self._handles:
             self._on_backward_end()
 

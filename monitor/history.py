@@ -108,8 +108,9 @@ class Event:
     numel), "localized" (the module call that made the first non-finite forward output or backward
     gradient; `detail` has direction, dtype, module_type, own_code, parent, after, fed_to, and
     in_absmax/out_absmax or grad_out_absmax/grad_in_absmax), "batch_saved" (save_bad_batch; `detail`
-    has path, reason, calls, weights_only), "error", or "guard_stop" (the guard raised GuardStop;
-    `detail` has reason, finding, message)."""
+    has path, reason, calls, weights_only), "error", "guard_stop" (the guard raised GuardStop;
+    `detail` has reason, finding, message), or "params_changed" (parameters replaced, added or converted
+    after watch(); `detail` has layers, params, added, removed, not_in_optimizer, not_in_optimizer_count)."""
 
     step: int
     kind: str

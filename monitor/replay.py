@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -11,9 +13,33 @@ from torch import nn
 from .capture import entry_modules
 from .errors import ConfigError
 from .history import Event
-from .localize import Localizer, output_tensors
+from .localize import Localizer
+from .values import dense, output_tensors
 
 __all__ = ["localize"]
+
+log = logging.getLogger("monitor")
+
+
+class _Errors:
+    """Guard for the replay's hooks: an error inside one is counted and logged once, never raised into
+    `run_batch` (the replay then reports what the other hooks saw)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def guard(self, fn: Callable[..., Any]) -> Callable[..., None]:
+        @functools.wraps(fn)
+        def guarded(*args: Any, **kwargs: Any) -> None:
+            try:
+                fn(*args, **kwargs)
+            except Exception as exc:
+                self.count += 1
+                if self.count == 1:
+                    log.warning("slat-monitor: error inside a localize() hook (the replay goes on): %r", exc,
+                                exc_info=True)
+
+        return guarded
 
 
 def localize(model: nn.Module, run_batch: Callable[[nn.Module], Any], *, backward: bool = True) -> list[Event]:
@@ -27,16 +53,20 @@ def localize(model: nn.Module, run_batch: Callable[[nn.Module], Any], *, backwar
     `run_batch` returns the loss (or any output holding tensors). The backward pass goes through
     `torch.autograd.grad`, so the parameters' `.grad` are left as they were; no optimizer runs and
     the model is not changed (its modules' train/eval mode neither). Syncs with the GPU once at the end.
+    An error inside the replay's own hooks or backward is logged and never reaches the caller (the
+    events the rest saw are returned); an exception `run_batch` itself raises propagates, after every
+    hook is removed.
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"localize(): model must be a torch.nn.Module, got {type(model).__name__!r}")
     if not callable(run_batch):
         raise ConfigError("localize(): run_batch must be a callable taking the model and returning the loss")
-    loc = Localizer(model, entries=entry_modules(model), inputs=True)
+    errors = _Errors()
+    loc = Localizer(model, errors.guard, entries=entry_modules(model), inputs=True)
     try:
         result = run_batch(model)
         if backward:
-            _backward(model, result)
+            errors.guard(_backward)(model, result)  # e.g. a graph run_batch already freed: forward events stay
     finally:
         loc.remove()
     events, _ = loc.resolve(step=0)
@@ -44,7 +74,7 @@ def localize(model: nn.Module, run_batch: Callable[[nn.Module], Any], *, backwar
 
 
 def _backward(model: nn.Module, result: Any) -> None:
-    outs = [t for t in output_tensors(result) if t.requires_grad]
+    outs = [t for t in dense(output_tensors(result)) if t.requires_grad]
     params = [p for p in model.parameters() if p.requires_grad]
     if not outs or not params:
         return

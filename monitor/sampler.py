@@ -76,7 +76,10 @@ class StepSampler:
         self.optimizer = optimizer
         self.update_ratio = update_ratio
         model_ids = {id(p) for p in layers.params}
-        self.master = [p for g in optimizer.param_groups for p in g["params"] if id(p) not in model_ids]
+        held = [p for g in optimizer.param_groups for p in g["params"]]
+        # an fp32 master copy (TRELLIS inflat_all) holds none of the model's parameters; tensors held next
+        # to the model's (a loss's own weights, a replaced module's old ones) are no master copy
+        self.master = [] if any(id(p) in model_ids for p in held) else held
         self._batch: DeviceBatch | None = None
         self._capture: DeviceBatch | None = None
         self._step = 0
@@ -246,6 +249,8 @@ class StepSampler:
         """before - after (= minus the update: same norm) over the sketched elements, written into the
         `before` copies: one fused kernel, no new memory. None where there was no `before`."""
         keep = [i for i, o in enumerate(before) if o is not None]
+        if not keep:  # a step with no gradient at all (optimizer.step() without a backward)
+            return list(before)
         torch._foreach_sub_([before[i] for i in keep],  # type: ignore[misc]
                             [sketch_view(after[i].detach())[0] for i in keep])
         return list(before)

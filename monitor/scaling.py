@@ -11,6 +11,7 @@ of stepping: `CustomScaleTap` reports a skipped step whenever the scale it reads
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -27,26 +28,26 @@ def scaler_kind(scaler: Any, loss_scale: Callable[[], float] | None) -> str:
 
 class GradScalerTap:
     """Calls `on_update(skipped)` after each `scaler.update()`; `stepped()` is called by the
-    watcher's optimizer pre-hook."""
+    watcher's optimizer pre-hook. Any number of taps (watchers) share one wrapper per scaler instance
+    (`_SharedUpdate`), so they can be removed in any order and the last one out restores `update`."""
 
-    def __init__(self, scaler: Any, on_update: Callable[[bool], None]) -> None:
+    def __init__(self, scaler: Any, on_update: Callable[[bool], None],
+                 on_error: Callable[[BaseException], None] | None = None) -> None:
         self.scaler = scaler
         self._on_update = on_update
+        self._on_error = on_error  # told of an exception inside the wrapper (which never raises it)
         self._stepped = False
-        self._saved = scaler.__dict__.get("update", _MISSING)
-        original = scaler.update
-
-        def update(*args: Any, **kwargs: Any) -> Any:
-            skipped = not self._stepped
-            self._stepped = False
-            result = original(*args, **kwargs)
-            self._on_update(skipped)
-            return result
-
-        scaler.update = update
+        shared = _SHARED.get(id(scaler))
+        self._shared = shared if shared is not None else _SharedUpdate(scaler)
+        self._shared.taps.append(self)
 
     def stepped(self) -> None:
         self._stepped = True
+
+    def _take(self) -> bool:
+        """Whether the update about to run follows no optimizer step (a skipped step); resets."""
+        skipped, self._stepped = not self._stepped, False
+        return skipped
 
     def scale_tensor(self) -> torch.Tensor | float | None:
         """The current scale without a sync when the scaler keeps it as a tensor."""
@@ -56,13 +57,61 @@ class GradScalerTap:
     def scale(self) -> float:
         return float(self.scaler.get_scale())  # syncs with the GPU
 
+    def _failed(self, exc: Exception) -> None:
+        if self._on_error is not None:
+            with contextlib.suppress(Exception):
+                self._on_error(exc)
+
     def remove(self) -> None:
-        if self._saved is _MISSING:
-            self.scaler.__dict__.pop("update", None)
-        else:
-            self.scaler.update = self._saved
-        self._saved = _MISSING
+        """Stop listening; the last tap of the scaler puts `update` back. Idempotent."""
         self._on_update = lambda skipped: None
+        self._shared.leave(self)
+
+
+def _call(tap: GradScalerTap, fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(*args)`, or None with the exception handed to the tap's watcher: never raised into `update()`."""
+    try:
+        return fn(*args)
+    except Exception as exc:
+        tap._failed(exc)
+        return None
+
+
+class _SharedUpdate:
+    """The one wrapper around a scaler instance's `update()` (in the instance's `__dict__`, never its
+    class). `original` is what `scaler.update` was when the first tap came: the bound method, or a
+    wrapper someone else installed, which then keeps running exactly as before."""
+
+    def __init__(self, scaler: Any) -> None:
+        self.scaler = scaler
+        self.taps: list[GradScalerTap] = []
+        self._saved = scaler.__dict__.get("update", _MISSING)
+        original = scaler.update
+
+        def update(*args: Any, **kwargs: Any) -> Any:
+            pending = [(tap, _call(tap, tap._take)) for tap in list(self.taps)]
+            result = original(*args, **kwargs)  # the scaler's own update: what it raises is the caller's
+            for tap, skipped in pending:
+                if skipped is not None:
+                    _call(tap, tap._on_update, skipped)
+            return result
+
+        self._wrapper = update
+        scaler.update = update
+        _SHARED[id(scaler)] = self
+
+    def leave(self, tap: GradScalerTap) -> None:
+        if tap in self.taps:
+            self.taps.remove(tap)
+        if self.taps or _SHARED.get(id(self.scaler)) is not self:
+            return
+        del _SHARED[id(self.scaler)]
+        if self.scaler.__dict__.get("update", _MISSING) is not self._wrapper:
+            return  # someone wrapped update() over ours since: theirs stays, ours now only passes through
+        if self._saved is _MISSING:
+            del self.scaler.__dict__["update"]
+        else:
+            self.scaler.__dict__["update"] = self._saved
 
 
 class CustomScaleTap:
@@ -84,3 +133,5 @@ class CustomScaleTap:
 
 
 _MISSING: Any = object()
+# id(scaler) -> its wrapper; the entry holds the scaler, so the id cannot be reused while it is there
+_SHARED: dict[int, _SharedUpdate] = {}

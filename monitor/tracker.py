@@ -127,6 +127,10 @@ class Tracker:
         if self._writer is not None:
             self._writer.flush()
 
+    def event(self, event: Event) -> None:
+        """An event of the watcher's own (e.g. `params_changed`): kept, and written to the record."""
+        self._record_events([event])
+
     # -- localisation -------------------------------------------------------------------
     def add_events(self, events: list[Event]) -> None:
         """Events observed outside a step's own transfer (inputs read at close, saved batches)."""

@@ -8,58 +8,106 @@ call's arguments, each named as passed (`args[0]`, `kwargs['cond']`, `args[0].fe
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["MAX_SLOTS", "absmax", "data_slots", "dense", "input_slots", "nonfinite_counts", "nonfinite_sums",
-           "output_tensors"]
+__all__ = ["MAX_SLOTS", "absmax", "count_nonfinite", "data_slots", "dense", "finite_view", "input_slots",
+           "nonfinite_counts", "nonfinite_sums", "output_tensors"]
 
 MAX_DEPTH = 3
 MAX_SLOTS = 64  # tensors named per call
 
 
-def output_tensors(value: Any, depth: int = 0) -> Iterator[torch.Tensor]:
+def output_tensors(value: Any, depth: int = 0) -> list[torch.Tensor]:
     """Floating-point tensors in a module's output: tensors, sparse tensors (`.features` / `.feats`),
-    and one level of tuples, lists and dicts."""
+    and one level of tuples, lists, dicts and dataclass-like objects. Anything else (None, numbers,
+    generators, objects whose attributes raise) holds none: this never raises and never consumes an
+    iterator."""
+    found: list[torch.Tensor] = []
+    with contextlib.suppress(Exception):  # a hostile output (e.g. __class__ raising): the tensors found so far
+        _collect(value, depth, found)
+    return found
+
+
+def _collect(value: Any, depth: int, found: list[torch.Tensor]) -> None:
     if isinstance(value, torch.Tensor):
         if value.is_floating_point():
-            yield value
+            found.append(value)
         return
     for attr in ("features", "feats"):
-        inner = getattr(value, attr, None)
+        inner = _attr(value, attr)
         if isinstance(inner, torch.Tensor):
-            yield from output_tensors(inner, depth)
+            _collect(inner, depth, found)
             return
     if depth >= 2:
         return
     if isinstance(value, (tuple, list)):
         for v in value:
-            yield from output_tensors(v, depth + 1)
+            _collect(v, depth + 1, found)
     elif isinstance(value, dict):
         for v in value.values():
-            yield from output_tensors(v, depth + 1)
-    elif hasattr(value, "__dict__") and not isinstance(value, (nn.Module, type)):
-        for v in vars(value).values():  # dataclass-like outputs (e.g. a VAE's `.pred`, `.mean`)
-            yield from output_tensors(v, depth + 1)
+            _collect(v, depth + 1, found)
+    elif not isinstance(value, (nn.Module, type)):
+        for v in _fields(value):  # dataclass-like outputs (e.g. a VAE's `.pred`, `.mean`)
+            _collect(v, depth + 1, found)
+
+
+def _attr(value: Any, name: str) -> Any:
+    try:
+        return getattr(value, name, None)
+    except Exception:  # a property or __getattr__ that raises: the value simply has no such field
+        return None
+
+
+def _fields(value: Any) -> list[Any]:
+    try:
+        return list(vars(value).values())
+    except Exception:  # no __dict__ (ints, generators, slotted objects), or one that raises
+        return []
+
+
+def finite_view(t: torch.Tensor) -> torch.Tensor | None:
+    """The elements of `t` whose finiteness can be counted: a dense tensor itself, a sparse tensor's
+    stored values; None for what holds no countable data here (nested and meta tensors)."""
+    if t.is_nested or t.is_meta:
+        return None
+    if t.layout == torch.strided:
+        return t
+    if t.layout == torch.sparse_coo:
+        return t._values()  # also un-coalesced: duplicates only add, a NaN stays a NaN
+    if t.layout in (torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc):
+        return t.values()
+    return None
+
+
+def count_nonfinite(ts: list[torch.Tensor]) -> torch.Tensor | None:
+    """NaN+Inf elements of `ts` on the first countable one's device (no sync), or None when none is
+    countable."""
+    views = [v for v in map(finite_view, ts) if v is not None]
+    if not views:
+        return None
+    dev = views[0].device
+    return sum((~torch.isfinite(v.detach())).sum().to(dev) for v in views)  # type: ignore[return-value]
 
 
 def dense(ts: Iterator[torch.Tensor] | list[torch.Tensor]) -> list[torch.Tensor]:
-    """Strided, non-empty tensors (sparse / nested layouts are not checked)."""
-    return [t for t in ts if t.layout == torch.strided and t.numel() > 0]
+    """Strided, non-empty tensors (sparse, nested and meta tensors are not checked)."""
+    return [t for t in ts if t.layout == torch.strided and not t.is_nested and not t.is_meta and t.numel() > 0]
 
 
 def _walk(value: Any, name: str, depth: int) -> Iterator[tuple[str, torch.Tensor]]:
     if isinstance(value, torch.Tensor):
-        if value.is_floating_point() and value.layout == torch.strided and value.numel() > 0:
+        if value.is_floating_point() and dense([value]):
             yield name, value
         return
     if depth >= MAX_DEPTH or isinstance(value, (str, bytes, nn.Module, type)):
         return
     for attr in ("feats", "features"):  # sparse tensors (TRELLIS SparseTensor, spconv)
-        inner = getattr(value, attr, None)
+        inner = _attr(value, attr)
         if isinstance(inner, torch.Tensor):
             yield from _walk(inner, f"{name}.{attr}", depth + 1)
             return
@@ -69,9 +117,16 @@ def _walk(value: Any, name: str, depth: int) -> Iterator[tuple[str, torch.Tensor
     elif isinstance(value, dict):
         for k, v in value.items():
             yield from _walk(v, f"{name}[{k!r}]", depth + 1)
-    elif hasattr(value, "__dict__"):  # dataclass-like batches
-        for k, v in vars(value).items():
+    else:  # dataclass-like batches
+        for k, v in _items(value):
             yield from _walk(v, f"{name}.{k}", depth + 1)
+
+
+def _items(value: Any) -> list[tuple[str, Any]]:
+    try:
+        return list(vars(value).items())
+    except Exception:  # no __dict__, or one that raises
+        return []
 
 
 def input_slots(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[str, torch.Tensor]]:

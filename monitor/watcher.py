@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import logging
 import os
 import time
@@ -30,21 +31,21 @@ from torch import nn
 
 from .badbatch import BatchSaver, check_save_bad_batch
 from .capture import OutputProbe, entry_modules
-from .config import DEFAULT_PORT, DefaultPort, check_args, check_guard, default_run
+from .config import DEFAULT_PORT, DefaultPort, check_option_names, check_watch, default_run
 from .distributed import default_port, detect, record_path
-from .errors import ConfigError
 from .findings import Finding
 from .guard.hooks import GuardHooks
 from .history import History, RunInfo
 from .inputs import InputProbe
 from .layers import LayerMap
+from .paramwatch import ParamWatch, change_event
 from .preflight import describe, lint
 from .sampler import StepSampler
 from .scaling import CustomScaleTap, GradScalerTap, scaler_kind
 from .snapshot import Counters, Snapshot
 from .tracker import Tracker
 
-__all__ = ["Watcher", "watch"]
+__all__ = ["WATCH_OPTIONS", "Watcher", "watch"]
 
 log = logging.getLogger("monitor")
 
@@ -93,16 +94,17 @@ class Watcher:
                  on_nonfinite: str = "warn", max_skips: int | None = None,
                  checkpoint: Callable[[dict[str, Any]], Any] | None = None, step_pre_hook: bool = True,
                  save_bad_batch: bool = False) -> None:
-        check_args(model, optimizer, scaler, loss_scale, every, port, host, max_layers, export_layers)
-        check_guard(on_nonfinite, max_skips, checkpoint)
+        check_watch(model, optimizer, dict(
+            scaler=scaler, loss_scale=loss_scale, every=every, run=run, rank=rank, port=port, host=host,
+            record=record, max_layers=max_layers, group_depth=group_depth, update_ratio=update_ratio,
+            targets_dir=targets_dir, export_layers=export_layers, on_nonfinite=on_nonfinite, max_skips=max_skips,
+            checkpoint=checkpoint, step_pre_hook=step_pre_hook))
         check_save_bad_batch(save_bad_batch, record)
-        if not step_pre_hook and on_nonfinite != "warn":  # the guard acts in the optimizer's own pre-hook
-            raise ConfigError(f"watch(): on_nonfinite={on_nonfinite!r} needs the optimizer's step pre-hook; "
-                              "use on_nonfinite='warn' with step_pre_hook=False")
         self._export_layers = export_layers
         self.model, self.optimizer, self.every = model, optimizer, every
         self.dist = detect(rank)  # rank, local rank, world size, torchrun run id (no collective)
-        self.run, self.rank = default_run(run, run_id=self.dist.run_id), self.dist.rank
+        self.run = default_run(run, run_id=self.dist.run_id, world_size=self.dist.world_size)
+        self.rank = self.dist.rank
         self.record_path = record_path(record, self.dist)  # one file per rank in a multi-process job
         self.counters = Counters()
         self._closed = False
@@ -116,8 +118,10 @@ class Watcher:
         self._described_after_step = False
         self._autocast: str | None = None
         self._device_type = next((p.device.type for p in model.parameters()), "cpu")
+        self._layer_options = (max_layers, group_depth, update_ratio)
         self.layers = LayerMap.build(model, max_layers, group_depth)
         self._sampler = StepSampler(self.layers, optimizer, update_ratio)
+        self._params = ParamWatch(model, optimizer)  # parameters swapped or added later: checked when sampling
         self._kind = scaler_kind(scaler, loss_scale)
         if self._kind in ("none", "disabled"):
             self.counters.loss_scale = 1.0
@@ -127,7 +131,27 @@ class Watcher:
         self.tracker = Tracker(run=self.run, rank=self.rank, every=every, counters=self.counters, model=model,
                                record=self.record_path, guard=self._guard)
         self.tracker.start_run(self.info, self.preflight)
-        self._scaler_tap = GradScalerTap(scaler, self._on_scaler_update) if self._kind == "grad_scaler" else None
+        self._handles: list[Any] = []
+        self._scaler_tap = self._custom = self._nonfinite_guard = self._output = self._server = self._target = None
+        self._inputs: InputProbe | None = None
+        self._input_metas: list[Any] = []  # what the pending sample's folded input counts mean
+        self.url: str | None = None
+        try:
+            self._attach(scaler, loss_scale, on_nonfinite, max_skips, checkpoint, step_pre_hook, port, host,
+                         targets_dir, save_bad_batch)
+        except BaseException:
+            self.close()  # whatever was hooked before the failure (a busy port, ...) is removed again
+            self.tracker.discard_record()  # nothing was recorded yet: leave no empty file behind
+            raise
+
+    def _attach(self, scaler: Any, loss_scale: Callable[[], float] | None, on_nonfinite: str,
+                max_skips: int | None, checkpoint: Callable[[dict[str, Any]], Any] | None, step_pre_hook: bool,
+                port: int | None, host: str, targets_dir: str | os.PathLike[str] | None,
+                save_bad_batch: bool = False) -> None:
+        """Install every hook and start the endpoint (watch()'s arguments are valid by now)."""
+        model, optimizer = self.model, self.optimizer
+        self._scaler_tap = (GradScalerTap(scaler, self._on_scaler_update, self._error)
+                            if self._kind == "grad_scaler" else None)
         self._custom = CustomScaleTap(loss_scale) if loss_scale is not None else None
         self._nonfinite_guard = (None if on_nonfinite == "warn" else
                                  GuardHooks(self, on_nonfinite, max_skips, checkpoint))
@@ -146,17 +170,8 @@ class Watcher:
         self._inputs = InputProbe(model, lambda: self.counters.step + 1,
                                   lambda: self.tracker.will_sample(self.counters.step + 1), self._guard,
                                   BatchSaver(str(self.record_path)) if save_bad_batch else None)
-        self._input_metas: list[Any] = []  # what the pending sample's folded input counts mean
-        self.url: str | None = None
-        self._server = None
-        self._target = None
         if port is not None:
-            try:
-                self._serve(host, port, targets_dir or os.environ.get("SLATMON_TARGETS_DIR"))
-            except BaseException:
-                self.close()
-                self.tracker.discard_record()  # nothing was recorded yet: leave no empty file behind
-                raise
+            self._serve(host, port, targets_dir or os.environ.get("SLATMON_TARGETS_DIR"))
 
     # -- public -----------------------------------------------------------------------------
     @_guarded
@@ -220,29 +235,29 @@ class Watcher:
         return self.tracker.snapshot
 
     def close(self) -> None:
-        """Remove every hook, stop the endpoint, flush the record. Idempotent."""
+        """Remove every hook, stop the endpoint, flush the record. Idempotent. Each removal runs on its
+        own: one that fails is counted and logged, and the others still run."""
         if self._closed:
             return
         self._finish_guarded()
         self._run_guarded(self._check_scale_drop)  # the last iteration's skip shows only at the next forward
         self._run_guarded(self._flush_inputs)
         self._closed = True
-        for h in self._handles:
-            h.remove()
-        self._handles = []
-        if self._nonfinite_guard is not None:
-            self._nonfinite_guard.remove()
-        self._output.remove()
-        self._inputs.remove()
-        if self._scaler_tap is not None:
-            self._scaler_tap.remove()
-        self.tracker.close()
-        if self._target is not None:
-            self._target.remove()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        handles, self._handles = self._handles, []
+        parts = [h.remove for h in handles]
+        parts += [x.remove for x in (self._nonfinite_guard, self._output, self._inputs, self._scaler_tap)
+                  if x is not None]
+        parts += [self.tracker.close, *([self._target.remove] if self._target is not None else []), self._stop_server]
+        for part in parts:
+            self._run_guarded(part)
+
+    def _stop_server(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            try:
+                server.shutdown()
+            finally:
+                server.server_close()  # the port is given back even when shutdown() failed
 
     def __enter__(self) -> Watcher:
         return self
@@ -275,6 +290,8 @@ class Watcher:
         self.tracker.add_events(self._inputs.end_iteration(step, self.tracker.resolve_localization(step)))
         self._step_losses, self._losses = self._losses, []
         if self.tracker.should_sample(step):
+            if self._params.changed():  # only on sampled steps: unsampled ones stay free
+                self._rebuild_layers(step)
             scale, divisor = self._scale_now(optimizer)
             extra, self._input_metas = self._inputs.fold()  # rides along with the step's one transfer
             self._sampler.begin(step, _mean(self._step_losses), scale, divisor, self._output.take(), extra)
@@ -315,9 +332,9 @@ class Watcher:
             self._iteration_open = True
             self._iteration_lr = _lrs(self.optimizer)
 
-    @_guarded
     def _backward_end(self) -> None:
-        """End of a backward pass on an iteration that will be sampled: gradients before clipping."""
+        """End of a backward pass on an iteration that will be sampled: gradients before clipping (the
+        OutputProbe guards it)."""
         self._sampler.capture(self._scale_in_grads())
 
     @_guarded
@@ -330,6 +347,21 @@ class Watcher:
     @_guarded
     def _on_load_state_dict(self, optimizer: torch.optim.Optimizer) -> None:
         self._redescribe()
+
+    def _rebuild_layers(self, step: int) -> None:
+        """Parameters were replaced, added or converted after watch(): measure the ones there are now,
+        describe and lint the set-up again, and record a `params_changed` event."""
+        max_layers, group_depth, update_ratio = self._layer_options
+        before, self.layers = self.layers, LayerMap.build(self.model, max_layers, group_depth)
+        self._sampler = StepSampler(self.layers, self.optimizer, update_ratio)  # drops the stale capture
+        self._params = ParamWatch(self.model, self.optimizer)
+        self._redescribe()
+        event = change_event(step, before, self.layers, self.optimizer)
+        self.tracker.event(event)
+        orphans = event.detail["not_in_optimizer"]
+        log.warning("slat-monitor: parameters changed after watch() (step %d): now %d layers%s", step,
+                    len(self.layers.names), f"; the optimizer does not hold these trainable layers' parameters "
+                    f"(they will not train): {', '.join(orphans)}" if orphans else "")
 
     def _redescribe(self) -> None:
         """The set-up changed (optimizer state loaded, autocast seen): describe and lint it again."""
@@ -407,7 +439,8 @@ class Watcher:
                 self.tracker.sampled_step(sample, self.info, self._step_lr, _eps(self.optimizer), skip_reason, inputs)
 
     def _flush_inputs(self) -> None:
-        self.tracker.add_events(self._inputs.flush())
+        if self._inputs is not None:
+            self.tracker.add_events(self._inputs.flush())
 
     def _describe(self) -> RunInfo:
         info = describe(self.model, self.optimizer, self.layers, scaler_kind=self._kind, run=self.run,
@@ -485,12 +518,19 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any = None
     save_bad_batch: True (needs record=) saves the entry inputs of the first iterations (at most 3) whose
     inputs held NaN/Inf, or whose forward pass made the first one, as `<record>.batch-step<N>.pt` for
     `monitor.localize`; it reads each iteration's input check on the host (one small sync per step).
-    Set SLATMON_DISABLE=1 to turn every hook off (returns a Watcher that records nothing).
+    An unknown keyword raises ConfigError listing the valid ones.
+    Set SLATMON_DISABLE=1 to turn every hook off (returns a watcher with Watcher's surface that hooks and
+    records nothing; the arguments are checked all the same).
     """
+    check_option_names(options, WATCH_OPTIONS)
+    kwargs = dict(scaler=scaler, loss_scale=loss_scale, every=every, run=run, rank=rank, port=port, host=host,
+                  record=record, on_nonfinite=on_nonfinite, max_skips=max_skips, checkpoint=checkpoint, **options)
     if os.environ.get("SLATMON_DISABLE") == "1":
         from .disabled import DisabledWatcher
 
-        return DisabledWatcher(model, optimizer)  # type: ignore[return-value]
-    return Watcher(model, optimizer, scaler=scaler, loss_scale=loss_scale, every=every, run=run, rank=rank,
-                   port=port, host=host, record=record, on_nonfinite=on_nonfinite, max_skips=max_skips,
-                   checkpoint=checkpoint, **options)
+        return DisabledWatcher(model, optimizer, **kwargs)  # type: ignore[return-value]
+    return Watcher(model, optimizer, **kwargs)
+
+
+# every keyword option of watch() / Watcher (integrations check theirs against it before training starts)
+WATCH_OPTIONS: tuple[str, ...] = tuple(inspect.signature(Watcher.__init__).parameters)[3:]

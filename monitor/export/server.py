@@ -33,6 +33,11 @@ class _Server(ThreadingHTTPServer):
         self.collector, self.labels = collector, LabelCache()
         super().__init__((host, port), _Handler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A request that failed outside do_GET (a scraper that hung up mid-response): logged at debug
+        level, not socketserver's traceback on the training process's stderr; the server goes on."""
+        log.debug("slat-monitor: metrics request from %s failed", client_address, exc_info=True)
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server

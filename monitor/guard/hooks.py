@@ -58,7 +58,10 @@ class GuardHooks:
         try:
             fn()
         except GuardStop as stop:  # the one deliberate exception: on_nonfinite="stop" / max_skips
-            self._w.tracker.guard_stopped(stop.step, stop.reason, stop.finding, str(stop))
+            try:
+                self._w.tracker.guard_stopped(stop.step, stop.reason, stop.finding, str(stop))
+            except Exception as exc:  # recording it failed: GuardStop still leaves, not this error
+                self._w._error(exc)
             raise
         except Exception as exc:  # never raise anything else into the training loop
             self._w._error(exc)

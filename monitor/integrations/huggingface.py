@@ -33,8 +33,9 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
+from ..config import check_option_names
 from ..errors import ConfigError
-from ..watcher import Watcher, watch
+from ..watcher import WATCH_OPTIONS, Watcher, watch
 
 __all__ = ["SlatMonitorCallback"]
 
@@ -55,6 +56,8 @@ class SlatMonitorCallback(TrainerCallback):
             if arg in watch_options:
                 raise ConfigError(f"SlatMonitorCallback(): {arg}= is taken from the Trainer's accelerator; "
                                   "do not pass it")
+        check_option_names(watch_options, [o for o in WATCH_OPTIONS if o not in ("scaler", "loss_scale")],
+                           "SlatMonitorCallback()")
         self.watch_options = watch_options
         self.watcher: Watcher | None = None  # while training
         self.last_watcher: Watcher | None = None  # the latest, also after close()

@@ -36,13 +36,16 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from ..config import check_option_names
 from ..errors import ConfigError
 from ..findings import Finding
-from ..watcher import Watcher, watch
+from ..watcher import WATCH_OPTIONS, Watcher, watch
 
 __all__ = ["SlatMonitorCallback"]
 
 log = logging.getLogger("monitor")
+
+_TAKEN = ("scaler", "loss_scale", "step_pre_hook")  # options the callback takes from the trainer
 
 
 def _watched_module(module: pl.LightningModule) -> nn.Module:
@@ -69,9 +72,10 @@ class SlatMonitorCallback(pl.Callback):
     `watcher` is the live Watcher while training; `last_watcher` stays after it closed."""
 
     def __init__(self, optimizer: int = 0, **watch_options: Any) -> None:
-        for arg in ("scaler", "loss_scale", "step_pre_hook"):
+        for arg in _TAKEN:
             if arg in watch_options:
                 raise ConfigError(f"SlatMonitorCallback(): {arg}= is taken from the Lightning trainer; do not pass it")
+        check_option_names(watch_options, [o for o in WATCH_OPTIONS if o not in _TAKEN], "SlatMonitorCallback()")
         if isinstance(optimizer, bool) or not isinstance(optimizer, int) or optimizer < 0:
             raise ConfigError(f"SlatMonitorCallback(): optimizer must be an index into trainer.optimizers, got "
                               f"{optimizer!r}")
@@ -147,8 +151,10 @@ class SlatMonitorCallback(pl.Callback):
 
     def _log_findings(self, trainer: pl.Trainer) -> None:
         w = self.watcher
-        if not isinstance(w, Watcher):  # closed, or SLATMON_DISABLE=1
-            return
+        if isinstance(w, Watcher):  # (not closed, not SLATMON_DISABLE=1) an error is counted, never raised
+            w._run_guarded(self._log, trainer, w)
+
+    def _log(self, trainer: pl.Trainer, w: Watcher) -> None:
         findings = w.findings()
         metrics = findings_metrics(findings, w.counters.skipped_steps)
         for logger in trainer.loggers:

@@ -32,8 +32,9 @@ from typing import Any
 
 from torch import nn
 
+from ..config import check_option_names
 from ..errors import ConfigError
-from ..watcher import Watcher, watch
+from ..watcher import WATCH_OPTIONS, Watcher, watch
 from .patch import InstancePatch
 
 __all__ = ["TrellisWatch", "watch_trellis"]
@@ -74,6 +75,8 @@ def watch_trellis(trainer: Any, **watch_options: Any) -> TrellisWatch:
     for arg in ("scaler", "loss_scale"):
         if arg in watch_options:
             raise ConfigError(f"watch_trellis(): {arg}= is taken from trainer.fp16_mode; do not pass it")
+    check_option_names(watch_options, [o for o in WATCH_OPTIONS if o not in ("scaler", "loss_scale")],
+                       "watch_trellis()")
     scaling = _scaling(trainer)
     model = _models(trainer)
     if getattr(trainer, "optimizer", None) is None:
@@ -113,12 +116,16 @@ class TrellisWatch:
         def run_step(*args: Any, **kwargs: Any) -> Any:
             before = self.watcher.counters.step
             result = original(*args, **kwargs)
-            # fp16_mode=None: no optimizer.step(), no scaler, no scale drop -> the loop skipped by itself
-            if not self._closed and self.trainer.fp16_mode is None and self.watcher.counters.step == before:
-                self.watcher.step_skipped()
+            if not self._closed:
+                self.watcher._run_guarded(self._after_run_step, before)
             return result
 
         return run_step
+
+    def _after_run_step(self, before: int) -> None:
+        # fp16_mode=None: no optimizer.step(), no scaler, no scale drop -> the loop skipped by itself
+        if self.trainer.fp16_mode is None and self.watcher.counters.step == before:
+            self.watcher.step_skipped()
 
     def close(self) -> None:
         """Restore the trainer's methods, then close the watcher (hooks removed, record flushed)."""

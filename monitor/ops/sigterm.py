@@ -32,10 +32,16 @@ _lock = threading.Lock()
 
 def _handler(signum: int, frame: FrameType | None) -> None:
     for path in list(_paths):
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except Exception as exc:  # never raised out of a signal handler: the signal goes on as before
+            log.warning("slat-monitor: could not remove %s on SIGTERM: %s", path, exc)
     _paths.clear()
     previous = _previous
-    _uninstall()
+    try:
+        _uninstall()
+    except Exception as exc:
+        log.warning("slat-monitor: could not put the previous SIGTERM handler back: %s", exc)
     if callable(previous):
         previous(signum, frame)
     elif previous == signal.SIG_IGN:
