@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .badbatch import check_save_bad_batch
 from .config import DEFAULT_PORT, check_watch, default_run
 from .distributed import detect
 from .findings import Finding
@@ -39,12 +40,14 @@ class DisabledWatcher:
                  group_depth: int | None = None, update_ratio: bool = True,
                  targets_dir: str | os.PathLike[str] | None = None, export_layers: str = "auto",
                  on_nonfinite: str = "warn", max_skips: int | None = None,
-                 checkpoint: Callable[[dict[str, Any]], Any] | None = None, step_pre_hook: bool = True) -> None:
+                 checkpoint: Callable[[dict[str, Any]], Any] | None = None, step_pre_hook: bool = True,
+                 save_bad_batch: bool = False) -> None:
         check_watch(model, optimizer, dict(
             scaler=scaler, loss_scale=loss_scale, every=every, run=run, rank=rank, port=port, host=host,
             record=record, max_layers=max_layers, group_depth=group_depth, update_ratio=update_ratio,
             targets_dir=targets_dir, export_layers=export_layers, on_nonfinite=on_nonfinite, max_skips=max_skips,
             checkpoint=checkpoint, step_pre_hook=step_pre_hook))
+        check_save_bad_batch(save_bad_batch, record)
         self.model, self.optimizer, self.every = model, optimizer, every
         self.dist = detect(rank)
         self.run = default_run(run, run_id=self.dist.run_id, world_size=self.dist.world_size)

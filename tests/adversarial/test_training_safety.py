@@ -63,7 +63,7 @@ FAULTS = {
     "GradScaler update wrapper": (GradScalerTap, "_take", boom, {}, {"scaler": True}),
     "guard pre-hook": (Guard, "before_step", boom, {"on_nonfinite": "skip"}, {}),
     "guard post-hook": (Guard, "after_step", boom, {"on_nonfinite": "skip"}, {}),
-    "localisation forward hooks": (localize_module, "count_nonfinite", boom, {}, {"nan_at": NAN_STEP}),
+    "localisation forward hooks": (localize_module, "_stats", boom, {}, {"nan_at": NAN_STEP}),
     "localisation gradient hooks": (Localizer, "_grad_hook", raising_grad_hook, {}, {"nan_at": NAN_STEP}),
     "load_state_dict hook": (monitor.Watcher, "_redescribe", boom, {}, {"between": reload_state}),
     "parameters-changed check": (ParamWatch, "changed", boom, {}, {}),
@@ -189,7 +189,7 @@ def test_replay_hook_fault_never_reaches_run_batch(monkeypatch):
     model, _, _ = setup()
     x, y = torch.randn(4, 16), torch.randn(4, 1)
     grads = {n: p.grad for n, p in model.named_parameters()}
-    monkeypatch.setattr(localize_module, "count_nonfinite", boom)
+    monkeypatch.setattr(localize_module, "_stats", boom)
     out = {}
 
     def run_batch(m: nn.Module) -> torch.Tensor:
@@ -204,20 +204,18 @@ def test_replay_hook_fault_never_reaches_run_batch(monkeypatch):
 def test_replay_of_a_graph_already_freed_returns_what_the_hooks_saw(caplog):
     model, _, _ = setup()
     x = torch.randn(4, 16)
-    x[0, 0] = float("inf")
+    with torch.no_grad():
+        model.input_layer.weight[0, 0] = float("inf")  # finite data, a module that makes the first Inf
 
     def run_batch(m: nn.Module) -> torch.Tensor:
         loss = m(x).sum()
-        loss.backward()  # the caller's own backward (seen by the hooks) frees the graph: the replay's fails
+        loss.backward()  # the caller's own backward frees the graph: the replay's own backward fails
         return loss
 
     with caplog.at_level(logging.WARNING, logger="monitor"):
         events = monitor.localize(model, run_batch)
-    assert [(e.layer, e.detail["direction"]) for e in events] == [("input_layer", "forward"),
-                                                                  ("blocks.0", "backward")]
+    assert [(e.layer, e.detail.get("direction")) for e in events] == [("input_layer", "forward")]
     assert any("backward through the graph a second time" in r.getMessage() for r in caplog.records)
-
-
 
 
 def test_scraper_hanging_up_prints_no_traceback_into_the_training_log(capfd):
