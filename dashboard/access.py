@@ -114,7 +114,8 @@ def allowed_hosts(configured: Iterable[str], address: str | None) -> tuple[str, 
     names = tuple(h for h in configured if h)
     if names:
         return names
-    return LOOPBACK_HOSTS + ((address,) if address and address not in ("0.0.0.0", "::") else ())
+    bound = (address,) if address and address not in ("0.0.0.0", "::") else ()
+    return tuple(dict.fromkeys(LOOPBACK_HOSTS + bound))
 
 
 def _hostname(host: str) -> str | None:

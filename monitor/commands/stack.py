@@ -50,7 +50,9 @@ def _start_servers(args: argparse.Namespace, layout: StackLayout, am_bin: str | 
             ], args.alertmanager_port, layout.root / "alertmanager.log"))
         children.append(start_child("prometheus", [
             prom_bin, f"--config.file={layout.prometheus_config}", f"--storage.tsdb.path={layout.prometheus_data}",
-            f"--web.listen-address=127.0.0.1:{args.prometheus_port}", "--web.enable-lifecycle",
+            # No --web.enable-lifecycle: with it any web page could POST /-/quit or /-/reload to
+            # 127.0.0.1 from the browser. The stack restarts to re-read configs (SIGHUP also reloads).
+            f"--web.listen-address=127.0.0.1:{args.prometheus_port}",
         ], args.prometheus_port, layout.root / "prometheus.log"))
     except ConfigError:
         _stop(children)
