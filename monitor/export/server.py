@@ -54,10 +54,13 @@ def host_allowed(header: str | None, allowed: frozenset[str] | None) -> bool:
     if allowed is None:
         return True
     try:
-        name = urlsplit(f"//{header}").hostname if header else None
-    except ValueError:  # e.g. "[" or a port that is not a number
+        parts = urlsplit(f"//{header or ''}")
+        _ = parts.port  # raises for a port that is not a number
+    except ValueError:  # e.g. "[" or "host:port"
         return False
-    return name is not None and name.rstrip(".") in allowed
+    if parts.username is not None or parts.path or parts.query or parts.fragment:
+        return False
+    return parts.hostname is not None and parts.hostname.rstrip(".") in allowed
 
 
 class _Handler(BaseHTTPRequestHandler):

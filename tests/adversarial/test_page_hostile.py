@@ -323,6 +323,15 @@ def test_only_the_start_up_prometheus_and_valid_lookbacks(app_page) -> None:
         assert _errors(at)[0].startswith(f"lookback {(lookback or ' ')!r} is not a PromQL duration"), lookback
 
 
+def test_diagnose_refuses_a_lookback_that_is_not_a_duration(capsys) -> None:
+    from monitor.cli import main
+
+    assert main(["diagnose", "--prometheus", "http://127.0.0.1:1", "--lookback", "7d]) or vector(1"]) == 2
+    err = capsys.readouterr().err  # refused before any request (nothing listens on port 1)
+    assert err == ("slat-monitor diagnose: error: lookback '7d]) or vector(1' is not a PromQL duration: expected a "
+                   "number and a unit (ms, s, m, h, d, w, y), e.g. 7d, 2h or 1h30m\n")
+
+
 def test_host_names_and_rank_siblings() -> None:
     allowed = allowed_hosts((), "127.0.0.1")
     assert host_problem({}, allowed) is None  # no HTTP request at all (AppTest): nothing to check
