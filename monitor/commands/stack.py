@@ -52,7 +52,9 @@ def _start_servers(args: argparse.Namespace, layout: StackLayout, am_bin: str | 
             prom_bin, f"--config.file={layout.prometheus_config}", f"--storage.tsdb.path={layout.prometheus_data}",
             # No --web.enable-lifecycle: with it any web page could POST /-/quit or /-/reload to
             # 127.0.0.1 from the browser. The stack restarts to re-read configs (SIGHUP also reloads).
+            # CORS for Prometheus' own pages only (default ".*": any site could read the query API).
             f"--web.listen-address=127.0.0.1:{args.prometheus_port}",
+            f"--web.cors.origin=https?://(localhost|127\\.0\\.0\\.1):{args.prometheus_port}",
         ], args.prometheus_port, layout.root / "prometheus.log"))
     except ConfigError:
         _stop(children)

@@ -1,9 +1,10 @@
 """The HTTP servers under hostile requests: a watched run's /metrics endpoint refuses foreign Host names
 (DNS rebinding) with 403 and no data; the stack's Prometheus has no lifecycle API (POST /-/quit and
-/-/reload are refused, it stays up); `slat-monitor grafana push` prints no credential (from the URL, the
-token, or a server's error text), refuses user:password in --url, and does not send the token over
-plain http to another machine without --insecure. Against real servers: the watcher's endpoint, the
-`slat-monitor stack` subprocess, and the protocol fake of Grafana (tests/ops/fake_grafana.py).
+/-/reload are refused, it stays up) and lets no other site's pages read its API (CORS); `slat-monitor
+grafana push` prints no credential (from the URL, the token, or a server's error text), refuses
+user:password in --url, and does not send the token over plain http to another machine without
+--insecure. Against real servers: the watcher's endpoint, the `slat-monitor stack` subprocess, and the
+protocol fake of Grafana (tests/ops/fake_grafana.py).
 """
 
 from __future__ import annotations
@@ -93,6 +94,10 @@ def test_stack_prometheus_has_no_lifecycle_api(tmp_path: Path) -> None:
             assert refused.value.code == 403 and b"Lifecycle API is not enabled" in refused.value.read()
         with urllib.request.urlopen(f"{base}/-/ready", timeout=5) as resp:
             assert resp.status == 200 and proc.poll() is None
+        for origin, allowed in (("http://evil.example", None), (base, base)):  # no site but its own reads it
+            ask = urllib.request.Request(f"{base}/api/v1/query?query=up", headers={"Origin": origin})
+            with urllib.request.urlopen(ask, timeout=5) as resp:
+                assert resp.headers.get("Access-Control-Allow-Origin") == allowed, origin
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
