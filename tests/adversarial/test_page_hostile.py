@@ -353,3 +353,13 @@ def test_rank_siblings_stay_inside_the_folder(tmp_path: Path) -> None:
     assert inside(inner / "a.rank0.sqlite", inner.resolve()) == (inner / "a.rank0.sqlite").resolve()
     assert inside(inner / "a.rank1.sqlite", inner.resolve()) is None
     assert inside("../a.rank1.sqlite", inner.resolve()) is None
+
+
+def test_the_page_never_passes_raw_html() -> None:
+    """No Streamlit call that renders HTML exists in the page's code (the checks above cover what runs)."""
+    from monitor.commands.triage import app_path
+
+    for source in app_path().parent.glob("*.py"):
+        code = source.read_text()
+        for call in ("unsafe_allow_html", "st.html(", "components.html", "st.write(", "st.table("):
+            assert call not in code, (source.name, call)
