@@ -19,6 +19,7 @@ import streamlit as st
 # Absolute imports: `streamlit run` executes this file as a script (no parent package); `monitor` comes from
 # the installed distribution (editable or wheel), which maps dashboard/ to monitor.dashboard.
 from monitor.dashboard import charts, frames
+from monitor.dashboard.access import Limits, admit, allowed_hosts, host_problem, limits
 from monitor.dashboard.cache import cached_layer_frame, cached_load, cached_runs, cached_worst, clear_all, stamp_of
 from monitor.dashboard.findings_view import render_findings
 from monitor.dashboard.mdtext import escape
@@ -59,8 +60,9 @@ def _pick_run(initial: Source, url: str, lookback: str) -> tuple[str | None, int
     return run, rank
 
 
-def sidebar(initial: Source) -> Source:
-    """The source controls, prefilled from `initial`; returns what is selected now."""
+def sidebar(initial: Source, lim: Limits) -> Source:
+    """The source controls, prefilled from `initial`; returns what is selected now. The Prometheus URL is
+    the one the page was started with: shown, not editable."""
     st.sidebar.header("Source")
     kinds = list(KIND_LABELS)
     # A bare alert link (?run=&rank=, no source configured) names a run that lives in Prometheus.
@@ -68,14 +70,15 @@ def sidebar(initial: Source) -> Source:
     kind = st.sidebar.radio("Read from", kinds, index=kinds.index(start), format_func=KIND_LABELS.get, key="kind")
     if kind == "record":
         record = st.sidebar.text_input("Run record path", value=initial.record, key="record",
-                                       placeholder="runs/RUN.sqlite")
+                                       placeholder="RUN.sqlite", help=f"a run record under {lim.records_dir}")
         chosen = replace(initial, kind="record", record=record.strip())
     else:
-        url = st.sidebar.text_input("Prometheus URL", value=initial.prometheus, key="prometheus",
-                                    placeholder="http://127.0.0.1:9090").strip()
+        st.sidebar.text_input("Prometheus URL", value=lim.prometheus or "none: start with --prometheus URL",
+                              key="prometheus", disabled=True, help="fixed when the page was started")
         lookback = st.sidebar.text_input("Lookback", value=initial.lookback, key="lookback").strip() or "7d"
-        run, rank = _pick_run(initial, url, lookback)
-        chosen = replace(initial, kind="prometheus", prometheus=url, lookback=lookback, run=run, rank=rank)
+        run, rank = _pick_run(initial, lim.prometheus, lookback) if lim.prometheus else (initial.run, initial.rank)
+        chosen = replace(initial, kind="prometheus", prometheus=lim.prometheus, lookback=lookback, run=run,
+                         rank=rank)
     if st.sidebar.button("Reload", help="read the source again (it is cached for 10 s)"):
         clear_all()
     return chosen
@@ -85,9 +88,9 @@ def header(loaded: Loaded) -> None:
     """Status banner, headline numbers and the run's set-up."""
     history, findings = loaded.history, loaded.findings
     st.caption(f"Source: {escape(loaded.source.describe())}")
-    BANNERS[status(findings)](status_line(history, findings))
+    BANNERS[status(findings)](status_line(history, findings))  # counts and steps only: no data
     for note in loaded.notes:
-        st.warning(note)
+        st.warning(escape(note))
     cols = st.columns(4)
     cols[0].metric("steps observed", len(history.steps))
     cols[1].metric("last step", history.last_step)
@@ -111,13 +114,15 @@ def step_charts(loaded: Loaded, stamp: float) -> None:
     history, source = loaded.history, loaded.source
     frame = frames.step_frame(history)
     st.header("Over steps")
-    cols = st.columns(3)
+    scaled = history.run.scaler in ("grad_scaler", "custom")  # no loss-scale panel without loss scaling
+    cols = st.columns(3 if scaled else 2)
     with cols[0]:
         _show(charts.step_chart(frame, "loss", "loss"), "loss")
     with cols[1]:
         _show(charts.step_chart(frame, "grad_norm_total", "global grad norm", log=True), "global grad norm")
-    with cols[2]:
-        _show(charts.loss_scale_chart(frame), "loss scale")
+    if scaled:
+        with cols[2]:
+            _show(charts.loss_scale_chart(frame), "loss scale")
     names = sorted({r.layer for r in history.layers} | set(history.run.layers))
     worst = cached_worst(source, stamp, loaded)
     st.subheader("Worst layers")
@@ -139,48 +144,70 @@ def step_charts(loaded: Loaded, stamp: float) -> None:
 def events(loaded: Loaded) -> None:
     """The first non-finite values and localised modules, then the event table."""
     st.header("Events")
-    for line in frames.highlights(loaded.history):
-        st.markdown(f"- {escape(line)}")
+    lines = frames.highlights(loaded.history)
+    if lines:
+        st.text("\n".join(f"• {line}" for line in lines))
     table = frames.event_frame(loaded.history)
     if table.empty:
         st.caption("No events: no non-finite value was seen and no module was localised.")
         return
     if len(loaded.history.events) > len(table):
         st.caption(f"first {len(table)} of {len(loaded.history.events)} events")
-    st.table(table.set_index("step"))
+    st.dataframe(table, hide_index=True, width="stretch")
 
 
-def ask_for_source(source: Source) -> None:
+def layers(loaded: Loaded) -> None:
+    """Every layer's dtype and optimizer state, folded (last: the findings come first)."""
+    history = loaded.history
+    if history.run.layers:
+        with st.expander(f"Layers: dtypes and optimizer state ({len(history.run.layers)})"):
+            st.dataframe(frames.layer_table(history), hide_index=True, width="stretch")
+
+
+def ask_for_source(source: Source, lim: Limits) -> None:
     """The page's first screen when no source is set (an alert link names its run)."""
     if source.run:
         wanted = f"run {source.run!r}" + (f" rank {source.rank}" if source.rank is not None else "")
-        st.info(f"This link asks for {escape(wanted)}: enter the Prometheus URL that scrapes it in the sidebar "
-                "(or start the page with `slat-monitor triage --prometheus URL`).")
+        st.info(escape(f"This link asks for {wanted}, but this page was started without a Prometheus: start "
+                       "it with slat-monitor triage --prometheus URL (the Prometheus that scrapes the run)."))
     else:
-        st.info("Choose a source in the sidebar: the path of a run record (monitor.watch(..., record=PATH)) "
-                "or a Prometheus base URL such as http://127.0.0.1:9090.")
+        st.info(escape(f"Choose a source in the sidebar: the path of a run record under {lim.records_dir} "
+                       "(monitor.watch(..., record=PATH)), or start the page with slat-monitor triage "
+                       "--prometheus URL."))
 
 
-def main() -> None:
-    st.set_page_config(page_title="slat-monitor triage", page_icon="🩺", layout="wide")
-    st.title("slat-monitor triage")
+def refuse_foreign_host() -> None:
+    """Stop with a message, before anything is read, when the page was opened by a Host name it does not
+    answer to (DNS rebinding). `slat-monitor triage` also has Streamlit refuse such a WebSocket."""
+    configured = st.get_option("server.allowedHosts") or ()
+    problem = host_problem(st.context.headers, allowed_hosts(configured, st.get_option("server.address")))
+    if problem:
+        st.error(escape(problem))
+        st.stop()
+
+
+def page() -> None:
+    refuse_foreign_host()
     argv = sys.argv[1:] if Path(sys.argv[0]).name == "app.py" else []  # under `streamlit run app.py -- ARGS`
+    lim = limits(argv, os.environ)
     try:
-        source = sidebar(defaults(st.query_params.to_dict(), argv, os.environ))
+        initial = admit(defaults(st.query_params.to_dict(), argv, os.environ), lim)
+        source = admit(sidebar(initial, lim), lim)
     except SourceProblem as exc:
-        st.error(str(exc))
+        for line in str(exc).splitlines():  # one box per reason
+            st.error(escape(line))
         st.stop()
     if not (source.record if source.kind == "record" else source.prometheus):
-        ask_for_source(source)
+        ask_for_source(source, lim)
         st.stop()
     stamp = stamp_of(source)
     try:
         loaded = cached_load(source, stamp)
     except SourceProblem as exc:
-        st.error(str(exc))
+        st.error(escape(str(exc)))
         st.stop()
     header(loaded)
-    render_ranks(read_ranks(loaded.source, stamp))
+    render_ranks(read_ranks(loaded.source, stamp, str(lim.records_dir)))
     st.header("Findings")
     if loaded.findings:
         render_findings(loaded.findings)
@@ -190,8 +217,19 @@ def main() -> None:
         step_charts(loaded, stamp)
     except Exception as exc:  # a chart must never hide the findings above
         log.exception("charts failed")
-        st.warning(f"charts unavailable: {type(exc).__name__}: {exc}")
+        st.warning(escape(f"charts unavailable: {type(exc).__name__}: {exc}"))
     events(loaded)
+    layers(loaded)
+
+
+def main() -> None:
+    st.set_page_config(page_title="slat-monitor triage", page_icon="🩺", layout="wide")
+    st.title("slat-monitor triage")
+    try:
+        page()
+    except Exception as exc:  # one message, never a traceback (st.stop() is no Exception: it passes)
+        log.exception("triage page failed")
+        st.error(escape(f"the page failed: {type(exc).__name__}: {exc} (the details are in the server's log)"))
 
 
 main()

@@ -24,25 +24,28 @@ def step_text(first_step: int | None) -> str:
 
 
 def _layers_text(layers: tuple[str, ...]) -> str:
-    shown = ", ".join(f"`{layer}`" for layer in layers[:MAX_LAYERS])
+    shown = ", ".join(layers[:MAX_LAYERS])
     return shown + (f" (+{len(layers) - MAX_LAYERS} more)" if len(layers) > MAX_LAYERS else "")
 
 
 def render_finding(n: int, finding: Finding, expanded: bool = False) -> None:
-    """One finding in an expander (call inside the page's main area)."""
+    """One finding in an expander (call inside the page's main area). Its texts (layer names, evidence
+    with values from the run, codes a Prometheus exporter reported) are shown as plain text; the one
+    Markdown line, the label, is escaped."""
     icon = ICONS.get(finding.severity, ICONS["info"])
-    with st.expander(f"**{n}. {escape(finding.title)}**", expanded=expanded, icon=icon):
-        st.markdown(f"{BADGES.get(finding.severity, finding.severity)} `{finding.code}` · "
-                    f"{step_text(finding.first_step)}")
+    with st.expander(f"**{n}\\. {escape(finding.title)}**", expanded=expanded, icon=icon):
+        st.markdown(f"{BADGES.get(finding.severity, escape(finding.severity))} {escape(finding.code)} · "
+                    f"{escape(step_text(finding.first_step))}")
         if finding.layers:
-            st.markdown(f"**Layers:** {_layers_text(finding.layers)}")
+            st.text(f"Layers: {_layers_text(finding.layers)}")
         if finding.evidence:
-            st.markdown("**Evidence**\n\n" + "\n".join(f"- {escape(line)}" for line in finding.evidence))
+            st.markdown("**Evidence**")
+            st.text("\n".join(f"• {line}" for line in finding.evidence))
         if not finding.fixes:
             return
         st.markdown("**Fixes, best first**")
         for k, fix in enumerate(finding.fixes, 1):
-            st.markdown(f"{k}\\. `{fix.kind}` — {escape(fix.summary)}")
+            st.markdown(f"{k}\\. **{escape(fix.kind)}** — {escape(fix.summary)}")
             if fix.snippet:
                 st.code(fix.snippet, language="python", wrap_lines=True)
 

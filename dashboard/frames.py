@@ -15,7 +15,10 @@ import pandas as pd
 from monitor.findings import Finding
 from monitor.history import Event, History
 
-__all__ = ["LAYER_FIELDS", "STEP_FIELDS", "event_frame", "highlights", "layer_frame", "step_frame", "worst_layers"]
+from .summary import state_text
+
+__all__ = ["LAYER_FIELDS", "STEP_FIELDS", "event_frame", "highlights", "layer_frame", "layer_table", "nonfinite_text",
+           "step_frame", "worst_layers"]
 
 STEP_FIELDS = {"loss": "loss", "grad_norm_total": "global grad norm", "loss_scale": "loss scale"}
 LAYER_FIELDS = {"grad_norm": "grad norm", "param_nonfinite": "non-finite params", "grad_nonfinite": "non-finite grads",
@@ -32,16 +35,26 @@ def _split(x: float | None) -> tuple[float, bool]:
     return (x, False) if math.isfinite(x) else (math.nan, True)
 
 
+def nonfinite_text(x: float | None) -> str:
+    """"NaN", "+Inf" or "-Inf" for a non-finite observation, "" otherwise (what a chart marker says)."""
+    if x is None or math.isfinite(x):
+        return ""
+    return "NaN" if math.isnan(x) else ("+Inf" if x > 0 else "-Inf")
+
+
 def step_frame(history: History) -> pd.DataFrame:
-    """One row per observed step: step, skipped, skipped_total, and for each STEP_FIELDS key its value and
-    `<key>_nonfinite`."""
+    """One row per observed step: step, skipped, skipped_total, and for each STEP_FIELDS key its value,
+    `<key>_nonfinite` and `<key>_text` (nonfinite_text())."""
     rows = []
     for s in history.steps:
         row = {"step": s.step, "skipped": s.skipped, "skipped_total": s.skipped_total}
         for key in STEP_FIELDS:
-            row[key], row[f"{key}_nonfinite"] = _split(getattr(s, key))
+            x = getattr(s, key)
+            row[key], row[f"{key}_nonfinite"] = _split(x)
+            row[f"{key}_text"] = nonfinite_text(x)
         rows.append(row)
-    columns = ["step", "skipped", "skipped_total"] + [c for k in STEP_FIELDS for c in (k, f"{k}_nonfinite")]
+    columns = ["step", "skipped", "skipped_total"] + [c for k in STEP_FIELDS
+                                                      for c in (k, f"{k}_nonfinite", f"{k}_text")]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -78,6 +91,15 @@ def layer_frame(history: History, layers: Iterable[str], field: str) -> pd.DataF
             value, bad = _split(float(x))
             rows.append({"step": r.step, "layer": r.layer, "value": value, "nonfinite": bad})
     return pd.DataFrame(rows, columns=["step", "layer", "value", "nonfinite"])
+
+
+def layer_table(history: History) -> pd.DataFrame:
+    """One row per layer of the run's set-up: layer, dtype, optimizer state (its dtype, or why there is
+    none), elements, trainable."""
+    stepped = any(not s.skipped for s in history.steps)  # Adam makes its state at the first update
+    rows = [{"layer": name, "dtype": info.dtype, "optimizer state": state_text(history.run, info, stepped),
+             "elements": info.numel, "trainable": info.trainable} for name, info in history.run.layers.items()]
+    return pd.DataFrame(rows, columns=["layer", "dtype", "optimizer state", "elements", "trainable"])
 
 
 def _detail(event: Event) -> str:

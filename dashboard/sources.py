@@ -4,17 +4,19 @@ The source is prefilled from, lowest precedence first: the environment (SLATMON_
 SLATMON_PROMETHEUS, SLATMON_RUN, SLATMON_RANK, SLATMON_LOOKBACK), the script's command line
 (`streamlit run dashboard/app.py -- [RECORD] [--prometheus URL] [--run NAME] [--rank N]`) and the page's
 query parameters (`?run=NAME&rank=N` as the alert annotations link it, plus `record=`, `prometheus=`,
-`source=` (a path or an http(s) URL), `lookback=`). The sidebar can change it all.
+`source=` (a path or an http(s) URL), `lookback=`). The sidebar can change the record and the lookback;
+what a visitor may open at all is limited by access.py (records folder, the start-up Prometheus).
 
-`load()` turns every bad input into a `SourceProblem` whose message says what was wrong; it never lets
-a traceback through for a missing file, a file that is not a record, or an unreachable Prometheus.
+`load()` turns every failure to read into a `SourceProblem` whose message says what was wrong; it never
+lets a traceback through (a missing or damaged file, a file that is not a record, an unreachable
+Prometheus).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,6 +29,7 @@ from monitor.history import History
 __all__ = ["ENV", "Loaded", "Source", "SourceProblem", "defaults", "load", "parse_rank", "prometheus_runs",
            "worst_first"]
 
+log = logging.getLogger("dashboard")
 RECORD, PROMETHEUS = "record", "prometheus"
 ENV = {"record": "SLATMON_RECORD", "prometheus": "SLATMON_PROMETHEUS", "run": "SLATMON_RUN",
        "rank": "SLATMON_RANK", "lookback": "SLATMON_LOOKBACK"}
@@ -144,9 +147,10 @@ def load(source: Source) -> Loaded:
     file, a file that is not a run record, an unreachable Prometheus, an unknown run or rank."""
     try:
         history = _read(source)
-    except SlatMonitorError as exc:
+    except (SlatMonitorError, SourceProblem) as exc:
         raise SourceProblem(str(exc)) from None
-    except (OSError, ValueError, TypeError, KeyError, sqlite3.Error) as exc:  # e.g. a record of another version
+    except Exception as exc:  # a damaged record or another version's: one message, never a traceback
+        log.warning("could not read %s", source.describe(), exc_info=True)
         where = source.record if source.kind == RECORD else source.prometheus
         raise SourceProblem(f"could not read {where}: {type(exc).__name__}: {exc}") from None
     notes = []

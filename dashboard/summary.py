@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import Counter
 
 from monitor.findings import Finding
-from monitor.history import History, RunInfo
+from monitor.history import History, LayerInfo, RunInfo
 
-__all__ = ["dtype_text", "optimizer_text", "run_facts", "scaler_text", "status", "status_line"]
+__all__ = ["dtype_text", "optimizer_text", "run_facts", "scaler_text", "state_text", "status", "status_line"]
 
 
 def _num(x: float | None) -> str:
@@ -59,9 +59,21 @@ def optimizer_text(run: RunInfo) -> str:
     return f"{run.optimizer}: " + "; ".join(f"group {i}: {text}" for i, text in enumerate(groups))
 
 
-def dtype_text(run: RunInfo, state: bool = False) -> str:
-    """Trainable layers per parameter dtype (or Adam state dtype), e.g. "float16 x2, float32 x2"."""
-    counts = Counter((info.state_dtype if state else info.dtype) or "none"
+def state_text(run: RunInfo, info: LayerInfo, stepped: bool = True) -> str:
+    """A layer's optimizer-state dtype, or why it has none: "master copy" (the optimizer updates an fp32
+    master copy, not these tensors), "none yet" (no optimizer step so far: state is made at step 1),
+    "none" (an optimizer without state, e.g. SGD without momentum)."""
+    if info.state_dtype:
+        return info.state_dtype
+    if not info.in_optimizer:
+        return "master copy" if run.master_weights else "not in the optimizer"
+    return "none" if stepped else "none yet"
+
+
+def dtype_text(run: RunInfo, state: bool = False, stepped: bool = True) -> str:
+    """Trainable layers per parameter dtype (or optimizer state, state_text()), e.g. "float16 x2, float32 x2".
+    `stepped`: an optimizer step was observed (before it, Adam has made no state)."""
+    counts = Counter((state_text(run, info, stepped) if state else info.dtype) or "none"
                      for info in run.layers.values() if info.trainable)
     if not counts:
         return "-"
@@ -88,7 +100,7 @@ def run_facts(history: History) -> list[tuple[str, str]]:
         ("optimizer", optimizer_text(run)),
         ("loss scaling", scaler_text(history)),
         ("parameter dtypes", dtype_text(run)),
-        ("optimizer state dtypes", dtype_text(run, state=True)),
+        ("optimizer state dtypes", dtype_text(run, state=True, stepped=any(not s.skipped for s in history.steps))),
         ("fp32 master weights", "yes" if run.master_weights else "no"),
         ("autocast", run.autocast or "off"),
         ("torch / device", f"{run.torch_version or '?'} / {run.device}"),

@@ -43,7 +43,7 @@ def prometheus_server(servers: Servers) -> Callable[..., PrometheusServer]:
     `config` is a Prometheus config as a dict (written to <tmp>/<name>/prometheus.yml) or a path to one.
     Relative paths inside a dict config resolve against that folder, so pass absolute paths for rule
     files and file_sd globs (`monitor.ops.configs.prometheus_config(...)` builds one). The server runs
-    with --web.enable-lifecycle (`.reload()`), a fresh TSDB in <tmp>/<name>/data, and is stopped at
+    without the lifecycle API (`.reload()` sends SIGHUP), a fresh TSDB in <tmp>/<name>/data, and is stopped at
     teardown. Call it several times (distinct `name`s) for several servers. Skips the test when
     prometheus is not installed. Helpers: `.query(expr, at=None)`, `.api(path, **params)`, `.alerts()`,
     `.wait_for(predicate, timeout)`, `.log_tail()`."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -106,9 +107,20 @@ class PrometheusServer(ServerProcess):
         """Active alerts (pending and firing) with labels, annotations, state, activeAt."""
         return self.api("alerts")["alerts"]
 
-    def reload(self) -> None:
-        """Re-read config and rule files (needs --web.enable-lifecycle, which the fixture sets)."""
-        urllib.request.urlopen(urllib.request.Request(f"{self.url}/-/reload", method="POST"), timeout=10)
+    def reload(self, timeout: float = 30) -> None:
+        """Re-read config and rule files: SIGHUP (no lifecycle API, as in `slat-monitor stack`), then wait
+        until Prometheus counts one more successful reload."""
+        metric = "prometheus_config_last_reload_success_timestamp_seconds"
+
+        def reloads() -> float:
+            with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as resp:
+                line = next(x for x in resp.read().decode().splitlines() if x.startswith(metric + " "))
+            return float(line.split()[1])
+
+        before = reloads()
+        time.sleep(max(0.0, before + 1.05 - time.time()))  # the timestamp has 1 s resolution
+        self.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: reloads() > before, timeout, what="Prometheus reloading on SIGHUP")
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float = 30, what: str = "") -> Any:
         return wait_until(predicate, timeout, what=what)
@@ -169,7 +181,7 @@ class Servers:
             config_path = Path(config)
         port = free_port()
         argv = [binary, f"--config.file={config_path}", f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle", "--log.level=warn"]
+                f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
         server = _start(name, argv, port, workdir, PrometheusServer, config_path=config_path)
         self.started.append(server)
         return server  # type: ignore[return-value]

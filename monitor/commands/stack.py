@@ -50,7 +50,11 @@ def _start_servers(args: argparse.Namespace, layout: StackLayout, am_bin: str | 
             ], args.alertmanager_port, layout.root / "alertmanager.log"))
         children.append(start_child("prometheus", [
             prom_bin, f"--config.file={layout.prometheus_config}", f"--storage.tsdb.path={layout.prometheus_data}",
-            f"--web.listen-address=127.0.0.1:{args.prometheus_port}", "--web.enable-lifecycle",
+            # No --web.enable-lifecycle: with it any web page could POST /-/quit or /-/reload to
+            # 127.0.0.1 from the browser. The stack restarts to re-read configs (SIGHUP also reloads).
+            # CORS for Prometheus' own pages only (default ".*": any site could read the query API).
+            f"--web.listen-address=127.0.0.1:{args.prometheus_port}",
+            f"--web.cors.origin=https?://(localhost|127\\.0\\.0\\.1):{args.prometheus_port}",
         ], args.prometheus_port, layout.root / "prometheus.log"))
     except ConfigError:
         _stop(children)
@@ -86,21 +90,15 @@ def _announce(children: list[Child], layout: StackLayout, webhook: str | None) -
           "  Ctrl-C stops the stack.", flush=True)
 
 
-def _wait(children: list[Child]) -> int:
-    """Block until SIGINT/SIGTERM (0) or until a child exits on its own (1)."""
-    stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while not stop.wait(0.5):
-            dead = next((c for c in children if c.process.poll() is not None), None)
-            if dead is not None:
-                print(f"slat-monitor stack: {dead.name} exited with {dead.process.returncode}:\n"
-                      f"{dead.log_tail()}", file=sys.stderr)
-                return 1
-        return 0
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+def _wait(children: list[Child], stop: threading.Event) -> int:
+    """Block until `stop` is set (SIGINT/SIGTERM: 0) or until a child exits on its own (1)."""
+    while not stop.wait(0.5):
+        dead = next((c for c in children if c.process.poll() is not None), None)
+        if dead is not None:
+            print(f"slat-monitor stack: {dead.name} exited with {dead.process.returncode}:\n"
+                  f"{dead.log_tail()}", file=sys.stderr)
+            return 1
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,15 +112,23 @@ def run(args: argparse.Namespace) -> int:
               f"Install it: {INSTALL_HINTS['prometheus-alertmanager']}", file=sys.stderr)
     layout = prepare(args.dir, args.targets_dir, args.alertmanager_port if am_bin else None,
                      args.webhook, args.scrape_interval, args.triage_url)
+    # Handlers before the servers start: a SIGTERM while they start still stops them (they run in their
+    # own sessions, so nothing else would).
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        children = _start_servers(args, layout, am_bin)
-    except ConfigError as exc:
-        print(f"slat-monitor stack: {exc}", file=sys.stderr)
-        return 2
-    _announce(children, layout, args.webhook)
-    try:
-        status = _wait(children)
+        try:
+            children = _start_servers(args, layout, am_bin)
+        except ConfigError as exc:
+            print(f"slat-monitor stack: {exc}", file=sys.stderr)
+            return 2
+        try:
+            _announce(children, layout, args.webhook)
+            status = _wait(children, stop)
+        finally:
+            _stop(children)
     finally:
-        _stop(children)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     print("slat-monitor stack: stopped", flush=True)
     return status

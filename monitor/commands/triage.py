@@ -1,9 +1,13 @@
 """`slat-monitor triage`: start the Streamlit triage page (dashboard/app.py, `monitor.dashboard`) on 127.0.0.1.
 
 The source goes to the page through the environment (SLATMON_RECORD, SLATMON_PROMETHEUS, SLATMON_RUN,
-SLATMON_RANK, SLATMON_LOOKBACK); query parameters (`?run=&rank=` in alert links) and the sidebar override
-it. The process is replaced by `python -m streamlit run` (headless, no usage statistics, no file
-watcher), so stopping this command stops the server. Exit status 2 with a one-line message for bad input.
+SLATMON_RANK, SLATMON_LOOKBACK, and the limits SLATMON_RECORDS_DIR); query parameters (`?run=&rank=` in
+alert links) and the sidebar pick within those limits: records under `--records-dir`, only the
+Prometheus given here. Streamlit is told which Host names to answer (`server.allowedHosts`: loopback,
+the bound address, `--allow-host`), so a page of another site cannot reach it through DNS rebinding.
+The process is replaced by `python -m streamlit run` (headless, no usage statistics, no file watcher,
+no error details for visitors), so stopping this command stops the server. Exit status 2 with a
+one-line message for bad input.
 """
 
 from __future__ import annotations
@@ -36,6 +40,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to serve on (default {DEFAULT_PORT})")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1; anything else exposes run details on the network)")
+    p.add_argument("--records-dir", metavar="DIR",
+                   help="the folder visitors may open run records from (default: the record's folder, else the "
+                        "current directory)")
+    p.add_argument("--allow-host", metavar="NAME", action="append", default=[],
+                   help="a Host name the page answers to besides localhost, 127.0.0.1, ::1 and --host "
+                        "(repeatable; e.g. the machine's name when --host 0.0.0.0)")
     return p
 
 
@@ -66,12 +76,26 @@ def _port_problem(host: str, port: int) -> str | None:
     return None
 
 
-def streamlit_argv(app: Path, host: str, port: int) -> list[str]:
-    """The `python -m streamlit run` command line for `app` on host:port."""
-    return [sys.executable, "-m", "streamlit", "run", str(app),
+def allowed_hosts(host: str, extra: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Host names the page answers to: loopback names, the bound address (unless a wildcard), `extra`."""
+    names = ["localhost", "127.0.0.1", "::1"]
+    if host not in ("0.0.0.0", "::", ""):
+        names.append(host.strip("[]"))
+    return list(dict.fromkeys(names + [h.strip() for h in extra if h.strip()]))
+
+
+def streamlit_argv(app: Path, host: str, port: int, allow: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The `python -m streamlit run` command line for `app` on host:port, answering to allowed_hosts()
+    only, with cross-origin and XSRF protection on (set here: a config.toml cannot turn them off)."""
+    argv = [sys.executable, "-m", "streamlit", "run", str(app),
             "--server.address", host, "--server.port", str(port), "--server.headless", "true",
             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-            "--global.developmentMode", "false", "--client.toolbarMode", "minimal"]
+            "--global.developmentMode", "false", "--client.toolbarMode", "minimal",
+            "--client.showErrorDetails", "none", "--server.enableCORS", "true",
+            "--server.enableXsrfProtection", "true"]
+    for name in allowed_hosts(host, allow):
+        argv += ["--server.allowedHosts", name]
+    return argv
 
 
 def _source_env(args: argparse.Namespace) -> dict[str, str]:
@@ -90,17 +114,45 @@ def _source_env(args: argparse.Namespace) -> dict[str, str]:
         env["SLATMON_RANK"] = str(args.rank)
     if args.lookback:
         env["SLATMON_LOOKBACK"] = args.lookback
+    env["SLATMON_RECORDS_DIR"] = str(_records_dir(args))
     return env
 
 
-def run(args: argparse.Namespace) -> int:
+def _records_dir(args: argparse.Namespace) -> Path:
+    if args.records_dir:
+        return Path(args.records_dir).expanduser().resolve()
+    return Path(args.record).expanduser().resolve().parent if args.record else Path.cwd()
+
+
+def _input_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the arguments (one line), or None."""
     if args.record and args.prometheus:
-        return _fail("give a run record path or --prometheus URL, not both")
+        return "give a run record path or --prometheus URL, not both"
     if args.record and not Path(args.record).expanduser().is_file():
-        return _fail(f"no run record at {args.record!r}: expected the SQLite file written by "
-                     "monitor.watch(..., record=PATH)")
+        return (f"no run record at {args.record!r}: expected the SQLite file written by "
+                "monitor.watch(..., record=PATH)")
     if args.prometheus and not args.prometheus.startswith(("http://", "https://")):
-        return _fail(f"--prometheus {args.prometheus!r} is not a URL: expected e.g. http://127.0.0.1:9090")
+        return f"--prometheus {args.prometheus!r} is not a URL: expected e.g. http://127.0.0.1:9090"
+    if args.lookback:
+        from ..errors import SourceError
+        from ..sources.prometheus import check_lookback
+
+        try:
+            check_lookback(args.lookback)
+        except SourceError as exc:
+            return f"--{exc}"
+    if args.records_dir and not Path(args.records_dir).expanduser().is_dir():
+        return f"--records-dir {args.records_dir!r} is not a folder"
+    folder = _records_dir(args)
+    if args.record and not Path(args.record).expanduser().resolve().is_relative_to(folder):
+        return f"the record {args.record!r} is not under --records-dir {str(folder)!r}"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    problem = _input_problem(args)
+    if problem:
+        return _fail(problem)
     if importlib.util.find_spec("streamlit") is None:
         return _fail("streamlit is not installed: pip install 'slat-monitor[dashboard]'")
     app = app_path()
@@ -109,8 +161,10 @@ def run(args: argparse.Namespace) -> int:
     problem = _port_problem(args.host, args.port)
     if problem:
         return _fail(problem)
-    print(f"slat-monitor triage: serving http://{args.host}:{args.port}/ (Ctrl-C stops it)", file=sys.stderr)
+    names = allowed_hosts(args.host, args.allow_host)
+    print(f"slat-monitor triage: serving http://{args.host}:{args.port}/ (Ctrl-C stops it); records under "
+          f"{_records_dir(args)}; answers to Host {', '.join(names)}", file=sys.stderr)
     sys.stderr.flush()
-    argv = streamlit_argv(app, args.host, args.port)
+    argv = streamlit_argv(app, args.host, args.port, args.allow_host)
     os.execve(argv[0], argv, _source_env(args))
     return 0  # not reached

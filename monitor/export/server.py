@@ -2,6 +2,9 @@
 
 A small ThreadingHTTPServer (daemon threads) instead of prometheus_client's `start_http_server`,
 whose per-sample validation makes a 10,000-layer scrape take seconds (bench/export_cost.py).
+Requests whose Host header names neither a loopback name nor the bound address get 403 and no data
+(DNS rebinding: a web page on another site resolving its own name to 127.0.0.1); bound to 0.0.0.0 or
+:: any Host is accepted, as Prometheus may scrape the machine by any of its names or addresses.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 from ..findings import Finding
@@ -31,6 +35,7 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, host: str, port: int, collector: SnapshotCollector) -> None:
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.collector, self.labels = collector, LabelCache()
+        self.hosts = allowed_hosts(host)
         super().__init__((host, port), _Handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -39,11 +44,39 @@ class _Server(ThreadingHTTPServer):
         log.debug("slat-monitor: metrics request from %s failed", client_address, exc_info=True)
 
 
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def allowed_hosts(bound: str) -> frozenset[str] | None:
+    """Host names a request may name for an endpoint bound to `bound`; None: any (a wildcard address)."""
+    if bound in ("", "0.0.0.0", "::"):
+        return None
+    return LOOPBACK_NAMES | {bound.strip("[]").lower()}
+
+
+def host_allowed(header: str | None, allowed: frozenset[str] | None) -> bool:
+    """Whether a request with this Host header (port ignored) may be answered."""
+    if allowed is None:
+        return True
+    try:
+        parts = urlsplit(f"//{header or ''}")
+        _ = parts.port  # raises for a port that is not a number
+    except ValueError:  # e.g. "[" or "host:port"
+        return False
+    if parts.username is not None or parts.path or parts.query or parts.fragment:
+        return False
+    return parts.hostname is not None and parts.hostname.rstrip(".") in allowed
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        """Every path serves the metrics (as prometheus_client's handler does)."""
+        """Every path serves the metrics (as prometheus_client's handler does), to an allowed Host."""
+        if not host_allowed(self.headers.get("Host"), self.server.hosts):
+            self.send_error(403, "Host not allowed", "slat-monitor serves metrics to loopback and bound-address "
+                            "Host names only (DNS rebinding protection)")
+            return
         try:
             body = render(self.server.collector.families(), self.server.labels)
         except Exception as exc:  # a broken scrape must not kill the server thread

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,9 +21,25 @@ from ..errors import SourceError
 from ..history import Event, History
 from .timeline import Series, build_history
 
-__all__ = ["STATUS_ORDER", "list_runs", "read_all_ranks", "read_prometheus", "run_statuses"]
+__all__ = ["STATUS_ORDER", "check_lookback", "list_runs", "read_all_ranks", "read_prometheus", "run_statuses"]
 
 STATUS_ORDER = ("critical", "warning", "info", "healthy")  # worst first
+_DURATION = re.compile(r"([0-9]+(ms|s|m|h|d|w|y))+")
+_DETAIL_CHARS = 300  # of a server's error text in our messages: enough to act on, not a page of HTML
+
+
+def check_lookback(lookback: str) -> str:
+    """`lookback` if it is a PromQL duration (e.g. 7d, 2h, 1h30m); SourceError otherwise. It goes into
+    PromQL as it is, so nothing else may."""
+    if not isinstance(lookback, str) or not _DURATION.fullmatch(lookback):
+        raise SourceError(f"lookback {lookback!r} is not a PromQL duration: expected a number and a unit "
+                          "(ms, s, m, h, d, w, y), e.g. 7d, 2h or 1h30m")
+    return lookback
+
+
+def _short(text: object) -> str:
+    text = str(text)
+    return text if len(text) <= _DETAIL_CHARS else text[:_DETAIL_CHARS] + f"... ({len(text)} characters)"
 
 
 def _quote(value: str) -> str:
@@ -42,7 +59,7 @@ def _query(base: str, promql: str, timeout: float) -> dict[str, Any]:
             answer = json.loads(exc.read().decode())
             detail = answer.get("error", "") if isinstance(answer, dict) else ""
         raise SourceError(f"Prometheus at {base} answered HTTP {exc.code} to {promql!r}"
-                          + (f": {detail}" if detail else " (is this a Prometheus server?)")) from None
+                          + (f": {_short(detail)}" if detail else " (is this a Prometheus server?)")) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise SourceError(f"cannot reach Prometheus at {base} ({reason}); is it running? "
@@ -52,7 +69,7 @@ def _query(base: str, promql: str, timeout: float) -> dict[str, Any]:
                           "URL, e.g. http://127.0.0.1:9090?") from None
     if not isinstance(payload, dict) or payload.get("status") != "success":
         error = payload.get("error", payload) if isinstance(payload, dict) else payload
-        raise SourceError(f"Prometheus at {base} rejected {promql!r}: {error}")
+        raise SourceError(f"Prometheus at {base} rejected {promql!r}: {_short(error)}")
     data = payload.get("data")
     return data if isinstance(data, dict) else {}
 
@@ -66,6 +83,7 @@ def _float(text: str) -> float:
 
 def list_runs(base: str, lookback: str = "7d", timeout: float = 10.0) -> list[tuple[str, int]]:
     """(run, rank) pairs that reported slatmon_step within `lookback`, sorted."""
+    check_lookback(lookback)
     data = _query(base, f"count by (run, rank) (last_over_time(slatmon_step[{lookback}]))", timeout)
     out = set()
     for item in data.get("result", []):
@@ -78,7 +96,7 @@ def list_runs(base: str, lookback: str = "7d", timeout: float = 10.0) -> list[tu
 def run_statuses(base: str, lookback: str = "7d", timeout: float = 10.0) -> dict[tuple[str, int], str]:
     """{(run, rank): the worst severity among the findings its watcher reported last, or "healthy"}
     for every run that reported slatmon_step within `lookback`."""
-    out = {key: "healthy" for key in list_runs(base, lookback, timeout)}
+    out = {key: "healthy" for key in list_runs(base, lookback, timeout)}  # checks lookback
     data = _query(base, f"count by (run, rank, severity) (last_over_time(slatmon_finding[{lookback}]))", timeout)
     for item in data.get("result", []):
         labels = item.get("metric", {})

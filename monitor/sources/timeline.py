@@ -52,20 +52,28 @@ def _run_info(series: Series, run: str, rank: int) -> RunInfo:
     layers: dict[str, LayerInfo] = {}
     lr: dict[int, float] = {}
     eps: dict[int, float] = {}
+    # An info series changes labels during the run (state_dtype "none" until the optimizer made its
+    # state at step 1): of several, the one scraped last holds the truth.
+    seen: dict[tuple[str, str], float] = {}
+    layer_labels: dict[str, dict[str, str]] = {}
     for labels, values in series:
         name = labels.get("__name__")
         last = values[-1][1] if values else math.nan
+        when = values[-1][0] if values else -math.inf
+        key = (name or "", labels.get("layer", ""))
+        if name in ("slatmon_run_info", "slatmon_layer_info") and when < seen.get(key, -math.inf):
+            continue
         if name == "slatmon_run_info":
-            info = labels
+            info, seen[key] = labels, when
+        elif name == "slatmon_layer_info" and labels.get("layer"):
+            layer_labels[labels["layer"]], seen[key] = labels, when
         elif name in ("slatmon_optimizer_lr", "slatmon_optimizer_eps") and labels.get("group", "").isdigit():
             (lr if name.endswith("lr") else eps)[int(labels["group"])] = last
     master = info.get("master_weights") == "true"
-    for labels, _ in series:
-        if labels.get("__name__") == "slatmon_layer_info" and labels.get("layer"):
-            state = labels.get("state_dtype")
-            layers[labels["layer"]] = LayerInfo(dtype=labels.get("dtype", ""),
-                                                state_dtype=None if state in (None, "", "none") else state,
-                                                in_optimizer=not master)
+    for layer, labels in layer_labels.items():
+        state = labels.get("state_dtype")
+        layers[layer] = LayerInfo(dtype=labels.get("dtype", ""), state_dtype=None if state in (None, "", "none")
+                                  else state, in_optimizer=not master)
     fused = info.get("fused") == "true"
     groups = tuple(GroupInfo(lr=lr.get(i, math.nan), eps=_finite_or_none(eps.get(i)), fused=fused)
                    for i in sorted(set(lr) | set(eps)))

@@ -13,7 +13,8 @@ from monitor.commands.triage import app_path
 from .runs import eps_underflow_record, healthy_record, loss_scale_record, preflight_record
 
 APP = app_path()  # the page `slat-monitor triage` serves: dashboard/app.py of this checkout (editable install)
-ENV_VARS = ("SLATMON_RECORD", "SLATMON_PROMETHEUS", "SLATMON_RUN", "SLATMON_RANK", "SLATMON_LOOKBACK")
+ENV_VARS = ("SLATMON_RECORD", "SLATMON_PROMETHEUS", "SLATMON_RUN", "SLATMON_RANK", "SLATMON_LOOKBACK",
+            "SLATMON_RECORDS_DIR")
 
 
 @pytest.fixture(scope="session")
@@ -28,13 +29,16 @@ def records(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def app_page(monkeypatch: pytest.MonkeyPatch) -> Callable[..., object]:
+def app_page(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., object]:
     """Factory: `app_page(query={...}, env={...})` -> the AppTest of dashboard/app.py after its first run.
-    SLATMON_* source variables are cleared first, so only `env` applies."""
+    SLATMON_* source variables are cleared first, so only `env` applies; the records folder is pytest's
+    base temporary folder (every test's tmp_path and the session's records are under it) unless `env`
+    sets SLATMON_RECORDS_DIR."""
     from streamlit.testing.v1 import AppTest
 
     for name in ENV_VARS:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLATMON_RECORDS_DIR", str(tmp_path_factory.getbasetemp()))
 
     def run(query: dict[str, str] | None = None, env: dict[str, str] | None = None) -> AppTest:
         for name, value in (env or {}).items():

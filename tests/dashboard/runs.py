@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -60,3 +61,9 @@ def loss_scale_record(path: Path, *, steps: int = 40, blow_up_at: int = 10) -> P
             scaler.step(opt)
             scaler.update()
     return path
+
+
+def plain(markdown: str) -> str:
+    """What Streamlit shows for text passed through monitor.dashboard.mdtext.escape: the escapes and the
+    invisible word joiners undone."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown).replace("\u2060", "")

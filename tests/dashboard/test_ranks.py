@@ -44,8 +44,8 @@ def test_page_shows_which_rank_broke_first(app_page, tmp_path: Path) -> None:
     _rank_record(tmp_path / "run.rank1.sqlite", 1, 2)
     at = app_page(query={"record": str(tmp_path / "run.rank0.sqlite")})  # the healthy rank's own link
     assert "Across ranks (2)" in [h.value for h in at.header]
-    body = "\n".join(m.value for m in at.markdown)
-    assert "- " + escape("rank 1: first non-finite at step 2 (loss = nan) <- broke first") in body
+    shown = "\n".join(t.value for t in at.text)
+    assert "• rank 1: first non-finite at step 2 (loss = nan) <- broke first" in shown
     assert any(e.value.startswith(escape("nonfinite_rank_first: Rank 1 went non-finite first, at step 2"))
                for e in at.error), [e.value for e in at.error]
 

@@ -30,6 +30,9 @@ def listening_addresses(port: int) -> set[str]:
     (["x.sqlite", "--prometheus", "http://127.0.0.1:9090"], "not both"),
     (["--prometheus", "127.0.0.1:9090"], "is not a URL"),
     (["--port", "70000"], "is not a TCP port"),
+    (["--lookback", "7d] or vector(1"], "--lookback '7d] or vector(1' is not a PromQL duration"),
+    (["--records-dir", "no-such-folder"], "--records-dir 'no-such-folder' is not a folder"),
+    (["tests/__init__.py", "--records-dir", "docs"], "the record 'tests/__init__.py' is not under --records-dir"),
 ])
 def test_bad_input_exits_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["triage", *argv]) == 2
@@ -51,7 +54,13 @@ def test_streamlit_command_line() -> None:
     assert app_path().is_file() and argv[1:4] == ["-m", "streamlit", "run"]
     settings = dict(zip(argv[5::2], argv[6::2]))
     assert settings["--server.address"] == "127.0.0.1" and settings["--server.headless"] == "true"
-    assert settings["--browser.gatherUsageStats"] == "false"
+    assert settings["--browser.gatherUsageStats"] == "false" and settings["--client.showErrorDetails"] == "none"
+    assert settings["--server.enableCORS"] == settings["--server.enableXsrfProtection"] == "true"
+    hosts = [v for k, v in zip(argv[5::2], argv[6::2]) if k == "--server.allowedHosts"]
+    assert hosts == ["localhost", "127.0.0.1", "::1"]
+    argv = streamlit_argv(app_path(), "0.0.0.0", 8501, ["box.lan"])
+    assert [v for k, v in zip(argv[5::2], argv[6::2]) if k == "--server.allowedHosts"] == [
+        "localhost", "127.0.0.1", "::1", "box.lan"]  # a wildcard bind answers only to the names allowed
 
 
 def test_real_browser_shows_the_diagnosis(records, tmp_path: Path) -> None:

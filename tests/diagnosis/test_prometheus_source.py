@@ -59,8 +59,9 @@ def test_source_errors(prom: str, tmp_path: Path) -> None:
         read_prometheus(prom, run="nope")
     with pytest.raises(SourceError, match="rank 7"):
         read_prometheus(prom, run=RUN, rank=7)
-    with pytest.raises(SourceError, match="HTTP 400"):
-        read_prometheus(prom, run=RUN, lookback="not-a-duration")
+    for lookback in ("not-a-duration", "7d] or vector(1"):  # refused before it reaches PromQL
+        with pytest.raises(SourceError, match="is not a PromQL duration"):
+            read_prometheus(prom, run=RUN, lookback=lookback)
 
 
 def test_not_a_prometheus() -> None:
@@ -88,6 +89,17 @@ def test_sparse_scrapes_mark_all_skipped_intervals() -> None:
     assert [(s.step, s.skipped, s.skipped_total) for s in h.steps] == [(5, False, 0), (10, True, 5), (15, False, 7)]
     assert [r.step for r in h.layers] == [5, 15]  # a skipped interval has no fresh layer rows
     assert all(s.loss is None for s in h.steps)  # no slatmon_loss sample: the loss was never observed
+
+
+def test_info_labels_that_changed_keep_the_last_scraped() -> None:
+    """state_dtype is "none" until the optimizer makes its state at step 1; whichever order Prometheus
+    returns the two series in, the one scraped last describes the layer."""
+    before = sample("slatmon_layer_info", [(1, 1)], layer="l", dtype="float16", state_dtype="none")
+    after = sample("slatmon_layer_info", [(2, 1), (3, 1)], layer="l", dtype="float16", state_dtype="float16")
+    runs = [sample("slatmon_run_info", [(1, 1)], scaler="none"), sample("slatmon_run_info", [(3, 1)], scaler="custom")]
+    for order in ([before, after, *runs], [after, before, *runs[::-1]]):
+        h = build_history([sample("slatmon_step", [(1, 1), (2, 2), (3, 3)]), *order], "r", 0)
+        assert h.run.layers["l"].state_dtype == "float16" and h.run.scaler == "custom"
 
 
 def test_nan_loss_is_real_and_absent_loss_is_unknown() -> None:

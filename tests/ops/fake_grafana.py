@@ -45,10 +45,12 @@ def _rule_error(rule: dict, state: GrafanaState) -> str | None:
 
 
 class FakeGrafana:
-    """`FakeGrafana(token)`: `.url`, `.state`, `.requests`; `.close()`. Only `token` is accepted."""
+    """`FakeGrafana(token)`: `.url`, `.state`, `.requests`; `.close()`. Only `token` is accepted.
+    `.fail = (status, message)` makes every authorised request answer that (a misbehaving server)."""
 
     def __init__(self, token: str) -> None:
         self.token, self.state, self.requests = token, GrafanaState(), []
+        self.fail: tuple[int, str] | None = None
         self._lock = threading.Lock()
         fake = self
 
@@ -83,6 +85,8 @@ class FakeGrafana:
     def route(self, method: str, path: str, body: Any, headers: Any) -> tuple[int, Any]:
         if headers.get("Authorization") != f"Bearer {self.token}":
             return 401, {"message": "invalid API key"}
+        if self.fail is not None:
+            return self.fail[0], {"message": self.fail[1]}
         s = self.state
         if m := re.fullmatch(r"/api/folders/([\w-]+)", path):
             return (200, s.folders[m[1]]) if m[1] in s.folders else (404, {"message": "folder not found"})
