@@ -9,7 +9,7 @@ __all__ = ["FIX_KINDS", "SEVERITIES", "Finding", "Fix", "rank"]
 
 Severity = Literal["critical", "warning", "info"]
 SEVERITIES: tuple[str, ...] = ("critical", "warning", "info")
-FIX_KINDS: tuple[str, ...] = ("eps", "amsgrad", "lr", "warmup", "dtype", "scaler", "clip", "loss_eps")
+FIX_KINDS: tuple[str, ...] = ("eps", "amsgrad", "lr", "warmup", "dtype", "scaler", "clip", "loss_eps", "betas")
 
 
 @dataclass(frozen=True)

@@ -15,18 +15,21 @@ from ..findings import SEVERITIES, Finding, rank
 from ..history import History
 from . import (
     adam_eps_underflow,
+    adam_second_moment_lag,
     fp16_no_loss_scale,
     fp16_optimizer_state,
     grad_explosion,
     grad_overflow_no_scaler,
     grad_underflow,
     loss_scale_collapse,
+    loss_spike,
     lr_schedule_on_skip,
     lr_too_high,
     nonfinite_after_update,
     nonfinite_forward,
     nonfinite_loss,
     nonfinite_values,
+    update_rounds_away,
 )
 
 __all__ = ["RULES", "Rule", "merge", "run_rules"]
@@ -45,6 +48,9 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("lr_too_high", lr_too_high.rule),
     ("grad_explosion", grad_explosion.rule),
     ("grad_underflow", grad_underflow.rule),
+    ("adam_second_moment_lag", adam_second_moment_lag.rule),  # before the loss spike it warns of
+    ("loss_spike", loss_spike.rule),
+    ("update_rounds_away", update_rounds_away.rule),
     ("lr_schedule_on_skip", lr_schedule_on_skip.rule),
     ("fp16_no_loss_scale", fp16_no_loss_scale.rule),
     ("fp16_optimizer_state", fp16_optimizer_state.rule),
