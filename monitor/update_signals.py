@@ -23,11 +23,11 @@ def unchanged(changed: list[float | None], grad_norms: list[float | None], diffs
     before - after over the sketch `diffs[i]`), scaled to the whole tensor. None where not measured
     (not 16-bit, no sketch), where the gradient was 0 or absent (nothing was asked to move), or where
     the count is unknown (a NaN in the difference makes the fused CUDA count NaN)."""
-    out: list[float | None] = []
+    out: list[float | None] = [None] * len(params)  # `changed` is empty without the update ratio's copies
     for i, n in enumerate(changed):
         d = diffs[i] if i < len(diffs) else None
-        known = n is not None and d is not None and math.isfinite(n) and bool(grad_norms[i])
-        out.append((d.numel() - n) * params[i].numel() / d.numel() if known else None)  # type: ignore[union-attr, operator]
+        if n is not None and d is not None and math.isfinite(n) and grad_norms[i]:
+            out[i] = (d.numel() - n) * params[i].numel() / d.numel()
     return out
 
 

@@ -146,3 +146,19 @@ def test_unchanged_share_equals_raw_torch_for_bf16() -> None:
     fp32 = TwoLayers()
     w = train(fp32, torch.optim.AdamW(fp32.parameters(), lr=2e-4), 1)
     assert all(r.update_unchanged_ratio is None for r in w.history().layers)
+
+
+def test_without_the_update_ratio_the_rms_remains_and_nothing_breaks() -> None:
+    """update_ratio=False: no copies, so no unchanged share; the rest of the sampled step is whole."""
+    torch.manual_seed(0)
+    model = TwoLayers(torch.bfloat16)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    with monitor.watch(model, opt, port=None, update_ratio=False) as w:
+        for _ in range(2):
+            opt.zero_grad(set_to_none=True)
+            model(torch.randn(8, 16, dtype=torch.bfloat16)).float().pow(2).mean().backward()
+            opt.step()
+    assert w.counters.errors == 0
+    layer_rows = [r for r in w.history().layers if r.layer in ("small", "big")]
+    assert len(layer_rows) == 4 and all(r.update_unchanged_ratio is None for r in layer_rows)
+    assert all(r.adam_rms_ratio is not None and r.grad_norm is not None for r in layer_rows)
