@@ -62,7 +62,7 @@ def _ratios(items: list[tuple[torch.Tensor, torch.Tensor, object]], beta2: float
     if device_steps is None:
         device_steps = any(t is None for t in steps)
     if not device_steps:
-        den = torch._foreach_div([v for _, v, _ in items], [1.0 - beta2 ** t for t in steps])  # type: ignore[operator]
+        den = torch._foreach_mul([v for _, v, _ in items], [1.0 / (1.0 - beta2 ** t) for t in steps])  # type: ignore[operator]
     else:
         counts = [t if isinstance(t, torch.Tensor) else torch.tensor(float(t)) for _, _, t in items]  # type: ignore[arg-type]
         bc = torch._foreach_pow(beta2, [t.to(gs[0].device, torch.float32) for t in counts])
