@@ -92,10 +92,11 @@ def apply_fix(fix: Fix, model: nn.Module) -> tuple[torch.optim.Optimizer, Callab
 
 
 def run(scenario: str, seed: int = 0, steps: int = 400, change: int = 300, fix: Fix | None = None,
-        record: str | None = None, scale: float | None = None, bad_batch: int | None = None) -> Outcome:
+        record: str | None = None, scale: float | None = None, bad_batch: int | None = None,
+        bad_targets: float = BAD_TARGETS) -> Outcome:
     """One watched run of `scenario` (AdamW, or the optimizer `fix`'s snippet builds); `scale`: the
     scenario's factor (wake-up input scale, loss weight, lr factor) instead of its default; `bad_batch`:
-    a step whose targets are multiplied by BAD_TARGETS (a planted one-step spike)."""
+    a step whose targets are multiplied by `bad_targets` (a planted one-step spike)."""
     model = model_for(scenario, seed)
     if fix is None:
         opt = torch.optim.AdamW(model.parameters(), lr=LR[scenario], weight_decay=0.0)
@@ -109,7 +110,7 @@ def run(scenario: str, seed: int = 0, steps: int = 400, change: int = 300, fix: 
         for step in range(1, steps + 1):
             x = torch.randn(64, INPUTS + NEW, generator=gen)
             y = torch.sin(x[:, :INPUTS] @ teacher / 4).unsqueeze(1) + 0.1 * torch.randn(64, 1, generator=gen)
-            y *= BAD_TARGETS if step == bad_batch else 1.0
+            y *= bad_targets if step == bad_batch else 1.0
             x[:, INPUTS:] *= (scale or WAKE_SCALE) if scenario == "input-wakes" and step >= change else 0.0
             if scenario == "lr-jump" and step == change:
                 for group in opt.param_groups:

@@ -5,7 +5,9 @@ Per sampled, not-skipped step and layer: adam_rms_ratio = RMS over elements of g
 v_hat the bias-corrected exp_avg_sq after the step's update (Wortsman et al. 2023, arXiv 2304.13013: loss
 spikes followed 1-8 steps after it rose above 1). It is ~1 while exp_avg_sq tracks g^2 and at most
 sqrt(bc / (1 - beta2)) (31.6 for beta2 = 0.999, 4.5 for 0.95); healthy noisy runs reach ~3.5 (bench and
-tests), so the warning needs >= WARN (5, g^2 ~25x what v expects) in some layer. first_step: the first
+tests), so the warning needs >= WARN (5, g^2 ~25x what v expects) in some layer. Not counted: rows
+with non-finite gradients or parameters, and fp16 state with exp_avg_sq elements at 0 (an underflow:
+the ratio is then g^2 / eps^2, adam_eps_underflow's case). first_step: the first
 such step; layers: those >= WARN there, largest first. The largest ratio later on and how many sampled
 steps stayed above WARN go into the evidence.
 """
@@ -13,14 +15,23 @@ steps stayed above WARN go into the evidence.
 from __future__ import annotations
 
 from ..findings import Finding
-from ..history import History
+from ..history import History, LayerObs
 from . import fixes, stability_fixes
-from .observe import fmt_layers, is_num, rows_by_step, step_obs
+from .observe import count, fmt_layers, is_num, rows_by_step, state_dtype, step_obs
 
 CODE = "adam_second_moment_lag"
 WARN = 5.0
 
 __all__ = ["CODE", "WARN", "lagging_steps", "rule"]
+
+
+def _lagging(history: History, row: LayerObs) -> bool:
+    """Not a lag: a broken step (non-finite gradients or parameters), or fp16 state whose exp_avg_sq
+    rounded to 0 (g^2 / eps^2: adam_eps_underflow's and fp16_optimizer_state's case, not a stale v)."""
+    if count(row.grad_nonfinite) or count(row.param_nonfinite):
+        return False
+    return not (state_dtype(history, row.layer) == "float16" and is_num(row.state_zero_ratio)
+                and row.state_zero_ratio > 0)
 
 
 def lagging_steps(history: History) -> list[tuple[int, list[tuple[str, float]]]]:
@@ -31,7 +42,8 @@ def lagging_steps(history: History) -> list[tuple[int, list[tuple[str, float]]]]
         if obs is not None and obs.skipped:
             continue
         hot = sorted(((r.layer, float(r.adam_rms_ratio)) for r in rows
-                      if is_num(r.adam_rms_ratio) and r.adam_rms_ratio >= WARN), key=lambda x: -x[1])
+                      if is_num(r.adam_rms_ratio) and r.adam_rms_ratio >= WARN and _lagging(history, r)),
+                     key=lambda x: -x[1])
         if hot:
             out.append((step, hot))
     return out

@@ -48,8 +48,10 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("lr_too_high", lr_too_high.rule),
     ("grad_explosion", grad_explosion.rule),
     ("grad_underflow", grad_underflow.rule),
-    ("adam_second_moment_lag", adam_second_moment_lag.rule),  # before the loss spike it warns of
+    # a spike ties with a lag seen at its own step: that lag came with the spike's batch (the loss was
+    # computed before the update), so the spike ranks first; a lag that warned ahead has the earlier step
     ("loss_spike", loss_spike.rule),
+    ("adam_second_moment_lag", adam_second_moment_lag.rule),
     ("update_rounds_away", update_rounds_away.rule),
     ("lr_schedule_on_skip", lr_schedule_on_skip.rule),
     ("fp16_no_loss_scale", fp16_no_loss_scale.rule),

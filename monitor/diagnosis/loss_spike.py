@@ -7,7 +7,8 @@ does not make every wiggle infinite, and the next observed loss still has z > Z 
 window (a single odd batch is not a spike: such batches reach z ~10 on small noisy batches, while an
 optimizer spike lasts); or, as a backstop (Megatron), loss >= BACKSTOP (10) x the median (median > 0),
 at once. The first spike is reported; first_step = its step (a z spike is confirmed one observation
-later). Evidence: the numbers, whether the loss
+later; a loss that jumped before MIN_HISTORY observations existed is dated back to the start of the run
+of losses that stand out as much). Evidence: the numbers, whether the loss
 came back under 2x the median, and what preceded it: an Adam second-moment lag (adam_second_moment_lag)
 in the SPIKE_AFTER_LAG (8) steps before (not at the spike's own step: its loss was computed before that
 update), or an lr increase in the 10 steps before. Fixes follow that cause:
@@ -43,9 +44,12 @@ def _z(value: float, window: list[float], med: float) -> tuple[float, float]:
     return ((value - med) / scale if scale > 0 else math.inf if value > med else 0.0), mad
 
 
-def first_spike(losses: list[tuple[int, float]]) -> tuple[int, float, float, float] | None:
-    """(index into losses, z, median, MAD) of the first spike; `losses` finite, in step order. The window
-    is kept sorted, so the median is a lookup; the MAD is computed only where the floor cannot clear."""
+def first_spike(losses: list[tuple[int, float]]) -> tuple[int, int, float, float, float] | None:
+    """(index where the spike began, index where it was detected, z, median, MAD) of the first spike;
+    `losses` finite, in step order. Detection can come later than the start when the loss jumped before
+    MIN_HISTORY observations existed: the start is then the first of the run of losses just before it
+    that stand out as much against the same window. The window is kept sorted, so the median is a
+    lookup; the MAD is computed only where the floor cannot clear."""
     window: list[float] = []  # the previous <= WINDOW losses, sorted
     for i, (_, value) in enumerate(losses):
         if i >= MIN_HISTORY:
@@ -57,11 +61,20 @@ def first_spike(losses: list[tuple[int, float]]) -> tuple[int, float, float, flo
                 # one odd batch is not a spike: the next observed loss must still stand out (z > Z / 2)
                 confirmed = i + 1 < len(losses) and _z(losses[i + 1][1], window, med)[0] > Z / 2
                 if backstop or (z > Z and confirmed):
-                    return i, z, med, mad
+                    start = i
+                    while start > 0 and _stands_out(losses[start - 1][1], window, med, backstop):
+                        start -= 1
+                    return start, i, z, med, mad
         if i >= WINDOW:
             del window[bisect.bisect_left(window, losses[i - WINDOW][1])]
         bisect.insort(window, value)
     return None
+
+
+def _stands_out(value: float, window: list[float], med: float, backstop: bool) -> bool:
+    if backstop:
+        return value >= BACKSTOP * med
+    return _z(value, window, med)[0] > Z
 
 
 def _lr_rise(steps: list[StepObs], spike: int) -> tuple[int, float, float] | None:
@@ -98,17 +111,21 @@ def rule(history: History) -> list[Finding]:
     found = first_spike(losses)
     if found is None:
         return []
-    i, z, med, mad = found
-    step, value = losses[i]
-    n = min(i, WINDOW)
-    times = f"{value / med:.1f}x the median" if med > 0 else f"median {med:.4g}"
-    lines = [f"step {step}: loss {value:.4g}, robust z {z:.1f} over the previous {n} observed steps (median "
-             f"{med:.4g}, MAD {mad:.3g}); {times}"]
+    start, i, z, med, mad = found
+    step, value = losses[start]
+    times = f"{value / med:.3g}x the median" if med > 0 else f"median {med:.4g}"
+    lines = [f"step {step}: loss {value:.4g}, {times} (median {med:.4g}, MAD {mad:.3g} over the "
+             f"{min(i, WINDOW)} observed steps before step {losses[i][0]})"]
+    if i != start:
+        lines.append(f"detected at step {losses[i][0]} (robust z {z:.3g}), once {MIN_HISTORY} observations "
+                     f"existed; the loss stood as high from step {step} on")
+    else:
+        lines[0] += f"; robust z {z:.3g}"
     back = next((s for s, v in losses[i + 1:] if med > 0 and v < 2 * med), None)
     if back is not None:
         lines.append(f"back under 2x the median at step {back}")
     elif len(losses) > i + 1 and med > 0:
-        lines.append(f"still {losses[-1][1] / med:.1f}x the median at the last observed step {losses[-1][0]}")
+        lines.append(f"still {losses[-1][1] / med:.3g}x the median at the last observed step {losses[-1][0]}")
     cause, fix_list = _cause(history, step)
     title = f"Loss spike at step {step}: {value:.4g} against a recent median of {med:.4g}"
     return [Finding(CODE, "warning", title, [*lines, *cause], step, (), fix_list)]

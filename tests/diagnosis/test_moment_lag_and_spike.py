@@ -53,19 +53,21 @@ def test_first_fix_beta2_removes_the_lag_and_the_spike(wakes) -> None:
 
 
 def test_planted_spike_exact_step_and_clean_noisy_run_quiet() -> None:
-    """One corrupted batch at step 250 of a clean noisy run: the spike rule fires at 250 exactly (the 10x
-    backstop, at once), and on none of the 249 noisy steps before it (its batches reach z ~10 without a
-    spike); the moment-lag warning stays quiet on them (RMS up to ~2.4) and fires with the bad batch's own
-    gradients at 250, which is no cause of that step's loss (computed before the update)."""
-    outcome = lead_time.run("clean", 0, steps=252, change=200, bad_batch=250)
+    """One batch with its targets x1.5 at step 250 of a clean noisy run: the top finding is the spike, at 250
+    exactly (10.7x the median: the backstop, at once), and nothing fired on the 249 noisy steps before it
+    (single batches there reach z ~10). The bad batch's own gradients also make the moment-lag ratio jump at
+    250, which is no cause of that step's loss (computed before the update): not in the evidence, and the
+    spike ranks first."""
+    outcome = lead_time.run("clean", 0, steps=252, change=200, bad_batch=250, bad_targets=1.5)
     found = outcome.findings
-    spikes = [f for f in found if f.code == "loss_spike"]
-    assert len(spikes) == 1 and spikes[0].first_step == 250
-    assert outcome.losses[249] > 100 * statistics.median(outcome.losses[120:249])
-    assert [f.first_step for f in found if f.code == "adam_second_moment_lag"] == [250]
+    assert outcome.losses[249] > 10 * statistics.median(outcome.losses[120:249])
+    top = found[0]
+    assert (top.code, top.severity, top.first_step) == ("loss_spike", "warning", 250)
+    assert "back under 2x the median at step 251" in top.evidence
+    assert all(f.first_step == 250 for f in found)  # no false positive before the planted batch
     assert outcome.max_rms < adam_second_moment_lag.WARN  # over steps 1-199
-    assert not any("adam_second_moment_lag" in line for line in spikes[0].evidence)
-    assert spikes[0].fixes[0].kind == "clip"
+    assert not any("adam_second_moment_lag" in line for line in top.evidence)
+    assert top.fixes[0].kind == "clip"
 
 
 # -- pure tests ------------------------------------------------------------------------------------
@@ -90,6 +92,13 @@ def test_first_spike_thresholds(spike: float, after: float, index: int | None) -
     assert (found[0] if found else None) == index
 
 
+def test_a_jump_before_enough_history_is_dated_back_to_its_start() -> None:
+    """The loss jumps 1000x at the 11th observation; 16 are needed: detected at the 17th, dated at the 11th."""
+    losses = series([*noisy(10), *[1000.0] * 20])
+    start, detected, *_ = loss_spike.first_spike(losses)
+    assert (start, detected) == (10, 16)
+
+
 def test_flat_loss_uses_the_mad_floor_and_needs_history() -> None:
     flat = [1.0] * 30
     assert loss_spike.first_spike(series([*flat, 1.05, 1.05])) is None  # 5%: z 3.4 with the 1% floor
@@ -106,3 +115,28 @@ def test_rules_read_nonfinite_and_missing_values_safely() -> None:
     lag = adam_second_moment_lag.rule(h)
     assert lag[0].first_step == 31 and lag[0].layers == ("blocks.0",)
     assert "adam_second_moment_lag" in [f.code for f in run_rules(History(run=h.run, steps=h.steps, layers=h.layers))]
+
+
+def test_prometheus_series_reach_the_rules() -> None:
+    """The exported per-layer series read back from Prometheus samples become the rows the rules read."""
+    from monitor.sources.timeline import build_history
+
+    def sample(name: str, values: list[tuple[float, float]], **labels: str) -> tuple[dict, list]:
+        return {"__name__": name, "run": "r", "rank": "0", **labels}, values
+
+    series = [sample("slatmon_step", [(1, 1), (2, 2), (3, 3)]),
+              sample("slatmon_sampled_step", [(1, 1), (2, 2), (3, 3)]),
+              sample("slatmon_adam_rms_ratio", [(1, 1.0), (2, 7.5), (3, 1.2)], layer="enc"),
+              sample("slatmon_update_unchanged_ratio", [(1, 0.9), (2, 0.95), (3, 1.0)], layer="enc")]
+    h = build_history(series, "r", 0)
+    assert [(r.step, r.adam_rms_ratio, r.update_unchanged_ratio) for r in h.layers] == [
+        (1, 1.0, 0.9), (2, 7.5, 0.95), (3, 1.2, 1.0)]
+    lag = adam_second_moment_lag.rule(h)
+    assert lag[0].first_step == 2 and lag[0].layers == ("enc",)
+
+
+def test_alert_threshold_is_the_rules() -> None:
+    from monitor.ops import alerts
+
+    rule = next(a for a in alerts.ALERTS if a.name == "SlatmonAdamMomentLag")
+    assert alerts.MOMENT_LAG_WARN == adam_second_moment_lag.WARN and rule.expr.endswith(f">= {alerts.MOMENT_LAG_WARN}")
