@@ -163,3 +163,17 @@ def test_preflight_needs_adam_and_a_typical_magnitude() -> None:
     assert found and found[0].first_step == 0 and set(found[0].layers) == {"blocks.0", "blocks.2"}
     assert not update_rounds_away.rule(History(run=dataclasses.replace(run, layers=layers, optimizer="SGD")))
     assert not update_rounds_away.rule(History(run=run))  # typical |w| unknown: no prediction
+
+
+def test_every_new_snippet_compiles_with_the_users_numbers() -> None:
+    from monitor.diagnosis import fixes, stability_fixes
+
+    s = fixes.setup_of(History(run=run_info(BF16, lr=3e-5)))
+    built = [stability_fixes.rounding_master_fix(s), stability_fixes.stochastic_rounding_fix(s),
+             stability_fixes.raise_lr_fix(s, 5e-4, "why"), stability_fixes.beta2_fix(s),
+             stability_fixes.update_clipping_fix(s)]
+    for fix in built:
+        compile(fix.snippet, f"<{fix.kind}>", "exec")
+    assert "_AdamW(model.parameters(), lr=3e-05" in built[1].snippet
+    assert built[1].snippet.endswith("bf16_stochastic_round=True)")
+    assert 'group["lr"] = 0.0005' in built[2].snippet and "betas=(0.9, 0.95)" in built[3].snippet
