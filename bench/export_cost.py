@@ -149,7 +149,8 @@ def _exported_series(layers: int) -> list[tuple[str, str, str, float]]:
 # Families whose values move step by step (a random walk around the exported value); counters and
 # the step grow; the rest (info, lr, eps, non-finite counts of a healthy run) keep the exported value.
 _MOVING = {"slatmon_loss", "slatmon_grad_norm", "slatmon_grad_norm_global", "slatmon_param_norm",
-           "slatmon_update_ratio", "slatmon_zero_grad_ratio", "slatmon_adam_state_zero_ratio"}
+           "slatmon_update_ratio", "slatmon_zero_grad_ratio", "slatmon_adam_state_zero_ratio",
+           "slatmon_adam_rms_ratio", "slatmon_update_unchanged_ratio"}
 _GROWING = {"slatmon_step", "slatmon_last_step_timestamp_seconds"}
 
 

@@ -24,7 +24,8 @@ STEP_FIELDS = {"loss": "loss", "grad_norm_total": "global grad norm", "loss_scal
 LAYER_FIELDS = {"grad_norm": "grad norm", "param_nonfinite": "non-finite params", "grad_nonfinite": "non-finite grads",
                 "activation_nonfinite": "non-finite activations", "update_ratio": "update / param ratio",
                 "param_norm": "param norm", "zero_grad_ratio": "zero-grad share",
-                "state_zero_ratio": "Adam exp_avg_sq zero share"}
+                "state_zero_ratio": "Adam exp_avg_sq zero share",
+                "update_unchanged_ratio": "16-bit weights unchanged share", "adam_rms_ratio": "Adam RMS(g^2/v_hat)"}
 _BAD = ("grad_nonfinite", "param_nonfinite", "activation_nonfinite")
 
 

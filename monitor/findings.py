@@ -10,7 +10,8 @@ __all__ = ["EXPLAINS", "FIX_KINDS", "SEVERITIES", "Finding", "Fix", "explain", "
 
 Severity = Literal["critical", "warning", "info"]
 SEVERITIES: tuple[str, ...] = ("critical", "warning", "info")
-FIX_KINDS: tuple[str, ...] = ("eps", "amsgrad", "lr", "warmup", "dtype", "scaler", "clip", "loss_eps", "data")
+FIX_KINDS: tuple[str, ...] = ("eps", "amsgrad", "lr", "warmup", "dtype", "scaler", "clip", "loss_eps", "data",
+                             "betas")
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,9 @@ class LayerInfo:
     trainable: bool = True
     in_optimizer: bool = True
     group: int | None = None  # index of the optimizer param group holding these params
+    # mean |w| of the layer's 16-bit tensors that are not all zero, measured once at watch() (None: not
+    # 16-bit, or not measured); what the pre-flight compares the lr with (half an ulp of it)
+    typical_abs: float | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,13 @@ class LayerObs:
     zero_grad_ratio: float | None = None
     state_zero_ratio: float | None = None  # share of exp_avg_sq elements == 0 after the update
     activation_nonfinite: int | None = None  # only while localisation is armed
+    # share of the 16-bit (fp16/bf16) weight elements the step left exactly unchanged, over the tensors
+    # whose gradient was non-zero (on the update ratio's sketch for large tensors; None: not 16-bit)
+    update_unchanged_ratio: float | None = None
+    # Adam second-moment lag: RMS over elements of g^2 / max(v_hat, eps^2), v_hat the bias-corrected
+    # exp_avg_sq after this step's update (max_exp_avg_sq with amsgrad), g the gradient the optimizer
+    # used (Wortsman et al. 2023; ~1 when v tracks g^2, >> 1 when gradients outgrew it)
+    adam_rms_ratio: float | None = None
 
 
 @dataclass(frozen=True)

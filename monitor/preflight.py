@@ -15,8 +15,9 @@ from torch import nn
 from .findings import Finding
 from .history import GroupInfo, History, LayerInfo, RunInfo
 from .layers import LayerMap
+from .probes import DeviceBatch
 
-__all__ = ["describe", "lint"]
+__all__ = ["describe", "lint", "typical_abs"]
 
 _STATE_KEYS = ("exp_avg_sq", "exp_avg", "square_avg", "momentum_buffer")
 
@@ -51,9 +52,30 @@ def _state_dtype(optimizer: torch.optim.Optimizer, p: torch.Tensor) -> str | Non
     return None
 
 
+def typical_abs(layers: LayerMap) -> dict[str, float]:
+    """Mean |w| per layer over its trainable fp16/bf16 tensors that are not all zero (a zero-initialised
+    bias would drag a LayerNorm's 1.0 down): what an update must move to register. One fused pass and
+    one host read per device, only when the model has such tensors."""
+    low = [p if p.requires_grad and p.dtype in (torch.float16, torch.bfloat16) else None for p in layers.params]
+    if not any(p is not None for p in low):
+        return {}
+    b = DeviceBatch()
+    b.add("abs", low, "abs_sum")
+    sums = b.fetch()["abs"]
+    per: dict[str, list[float]] = {}
+    for p, li, total in zip(layers.params, layers.param_layer, sums):
+        if total:  # None: not 16-bit; 0: all zero
+            acc = per.setdefault(layers.names[li], [0.0, 0.0])
+            acc[0] += total
+            acc[1] += p.numel()
+    return {name: total / n for name, (total, n) in per.items()}
+
+
 def describe(model: nn.Module, optimizer: torch.optim.Optimizer, layers: LayerMap, *, scaler_kind: str,
-             run: str, rank: int, every: int, autocast: str | None = None) -> RunInfo:
-    """A RunInfo of the current set-up. Reads optimizer state dtypes; no GPU sync."""
+             run: str, rank: int, every: int, autocast: str | None = None,
+             typical: dict[str, float] | None = None) -> RunInfo:
+    """A RunInfo of the current set-up. Reads optimizer state dtypes; no GPU sync. `typical`: mean |w|
+    per layer (typical_abs(), measured once at watch())."""
     group_of = {id(p): gi for gi, g in enumerate(optimizer.param_groups) for p in g["params"]}
     opt_ids = set(group_of)
     per_layer: dict[str, list[torch.Tensor]] = {n: [] for n in layers.names}
@@ -70,6 +92,7 @@ def describe(model: nn.Module, optimizer: torch.optim.Optimizer, layers: LayerMa
             trainable=any(p.requires_grad for p in params),
             in_optimizer=bool(in_opt),
             group=group_of[id(in_opt[0])] if in_opt else None,
+            typical_abs=(typical or {}).get(name),
         )
     device = next((str(p.device) for p in layers.params), "cpu")
     return RunInfo(

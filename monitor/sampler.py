@@ -17,6 +17,8 @@ from .history import LayerObs
 from .layers import LayerMap
 from .localize import OUTPUT
 from .probes import DeviceBatch, sketch_view
+from .probes.moment_lag import queue_rms
+from .update_signals import LOW_PRECISION, rms, scale_rms, share, unchanged
 
 __all__ = ["ROOT", "SampledStep", "StepSampler"]
 
@@ -86,6 +88,7 @@ class StepSampler:
         self._before: list[torch.Tensor | None] = []
         self._master_before: list[torch.Tensor | None] = []
         self._grads: list[torch.Tensor | None] = []
+        self._master_grads: list[torch.Tensor | None] = []
         self._params_were_nonfinite = False
         self._extra: list[str] = []
 
@@ -153,7 +156,7 @@ class StepSampler:
         for name, values in (extra or {}).items():
             b.add_values(name, values)
         self._scale = None if isinstance(scale, torch.Tensor) else scale
-        self._grads = grads
+        self._grads, self._master_grads = grads, [p.grad for p in self.master]
         if self.update_ratio:  # a strided sample of large tensors (probes/sketch.py), not a full copy
             self._before = [sketch_view(p.detach())[0].clone() if g is not None else None
                             for p, g in zip(params, grads)]
@@ -170,7 +173,11 @@ class StepSampler:
         params = self.layers.params
         b.add("p_norm", params, "norm")
         if self._before:
-            b.add("update", self._diffs(params, self._before), "norm")
+            diffs = self._diffs(params, self._before)
+            b.add("update", diffs, "norm")
+            b.add("changed", [d if p.dtype in LOW_PRECISION else None for p, d in zip(params, diffs)], "nonzero")
+        rms_factors = queue_rms(b, "rms", self.optimizer, params, self._grads)
+        m_rms_factors = queue_rms(b, "m_rms", self.optimizer, self.master, self._master_grads)
         state = [self.optimizer.state.get(p, {}).get("exp_avg_sq") for p in params]
         b.add("s_nonzero", state, "nonzero_positive")
         if self.master:
@@ -182,8 +189,14 @@ class StepSampler:
         v = b.fetch()
         _scale_sketched(v, "update", params)
         _scale_sketched(v, "m_update", self.master)
+        v["unchanged"] = unchanged(v.get("changed", []), v["g_norm"], self._before, params)
+        # after step() the gradients are unscaled: GradScaler unscales before it, a fused kernel writes its
+        # unscaled gradients back (aten fused_adam_utils.cuh, "Conditional Gradient Store"), TRELLIS's
+        # master gradients are unscaled by the loop
+        scale_rms(v, "rms", rms_factors)
+        scale_rms(v, "m_rms", m_rms_factors)
         v.update(self._count_nonfinite(v))
-        self._before, self._master_before, self._grads = [], [], []
+        self._before, self._master_before, self._grads, self._master_grads = [], [], [], []
         self._params_were_nonfinite = any(v["p_nonfinite"])
         rows = self._layer_rows(v, state)
         if self.master:
@@ -282,6 +295,8 @@ class StepSampler:
                 param_nonfinite_before=_count(pick("p_nonfinite_before")),
                 zero_grad_ratio=None if not g_numel else 1.0 - (_sum(pick("g_nonzero", with_grad)) or 0) / g_numel,
                 state_zero_ratio=None if not s_numel else 1.0 - (_sum(pick("s_nonzero", s_members)) or 0) / s_numel,
+                update_unchanged_ratio=share(pick("unchanged", with_grad), [params[i].numel() for i in with_grad]),
+                adam_rms_ratio=rms(pick("rms", with_grad), [params[i].numel() for i in with_grad]),
             ))
         return rows
 
@@ -292,4 +307,5 @@ class StepSampler:
             step=self._step, layer="[master]", grad_norm=_l2(v.get("m_g_norm", [])),
             param_norm=_l2(v.get("m_norm", [])),
             update_ratio=None if upd is None or not before else upd / before,
-            state_zero_ratio=None if not s_numel else 1.0 - (_sum(v.get("m_s_nonzero", [])) or 0) / s_numel)
+            state_zero_ratio=None if not s_numel else 1.0 - (_sum(v.get("m_s_nonzero", [])) or 0) / s_numel,
+            adam_rms_ratio=rms(v.get("m_rms", []), [p.numel() for p in self.master]))

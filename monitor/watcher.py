@@ -39,7 +39,7 @@ from .history import History, RunInfo
 from .inputs import InputProbe
 from .layers import LayerMap
 from .paramwatch import ParamWatch, change_event
-from .preflight import describe, lint
+from .preflight import describe, lint, typical_abs
 from .sampler import StepSampler
 from .scaling import CustomScaleTap, GradScalerTap, scaler_kind
 from .snapshot import Counters, Snapshot
@@ -123,6 +123,8 @@ class Watcher:
         self._sampler = StepSampler(self.layers, optimizer, update_ratio)
         self._params = ParamWatch(model, optimizer)  # parameters swapped or added later: checked when sampling
         self._kind = scaler_kind(scaler, loss_scale)
+        self._typical: dict[str, float] = {}  # measured once: the weights' resolution the lr is linted against
+        self._run_guarded(lambda: self._typical.update(typical_abs(self.layers)))
         if self._kind in ("none", "disabled"):
             self.counters.loss_scale = 1.0
         self.info: RunInfo = self._describe()
@@ -444,7 +446,7 @@ class Watcher:
 
     def _describe(self) -> RunInfo:
         info = describe(self.model, self.optimizer, self.layers, scaler_kind=self._kind, run=self.run,
-                        rank=self.rank, every=self.every, autocast=self._autocast)
+                        rank=self.rank, every=self.every, autocast=self._autocast, typical=self._typical)
         d = self.dist
         return dataclasses.replace(info, local_rank=d.local_rank, world_size=d.world_size, run_id=d.run_id,
                                    restart_count=d.restart_count)

@@ -1,4 +1,5 @@
-"""Row "Layers": per-layer gradient norms, non-finite counts, update ratios and zero shares (top 10)."""
+"""Row "Layers": per-layer gradient norms, non-finite counts, update ratios, zero shares, Adam's
+second-moment lag and 16-bit updates rounding away (top 10)."""
 
 from __future__ import annotations
 
@@ -29,5 +30,14 @@ def panels(ctx: Ctx) -> list[Builder]:
         timeseries_panel(ctx, "Adam exp_avg_sq == 0 share (top 10)", "Share of second-moment elements "
                          "equal to 0: with an eps below what the state dtype holds, the update divides by 0.",
                          [query(ctx, f"topk(10, slatmon_adam_state_zero_ratio{{{SEL}}})", LEGEND)],
+                         unit="percentunit", width=12),
+        timeseries_panel(ctx, "Adam RMS(g^2 / v_hat) per layer (top 10)", "Second-moment lag: ~1 while "
+                         "exp_avg_sq tracks the squared gradients; >= 5 means the update is several times "
+                         "Adam's usual size, and a loss spike is likely within a few steps.",
+                         [query(ctx, f"topk(10, slatmon_adam_rms_ratio{{{SEL}}})", LEGEND)], log=True, width=12),
+        timeseries_panel(ctx, "16-bit weights left unchanged by the update (top 10)", "Share of fp16/bf16 "
+                         "weight elements a step did not change: near 1 with non-zero gradients, the "
+                         "updates round away (lr below the weights' resolution).",
+                         [query(ctx, f"topk(10, slatmon_update_unchanged_ratio{{{SEL}}})", LEGEND)],
                          unit="percentunit", width=12),
     ]

@@ -16,12 +16,14 @@ from ..findings import SEVERITIES, Finding, explain, rank
 from ..history import History
 from . import (
     adam_eps_underflow,
+    adam_second_moment_lag,
     fp16_no_loss_scale,
     fp16_optimizer_state,
     grad_explosion,
     grad_overflow_no_scaler,
     grad_underflow,
     loss_scale_collapse,
+    loss_spike,
     lr_schedule_on_skip,
     lr_too_high,
     nonfinite_after_update,
@@ -29,6 +31,7 @@ from . import (
     nonfinite_input,
     nonfinite_loss,
     nonfinite_values,
+    update_rounds_away,
 )
 
 __all__ = ["RULES", "Rule", "merge", "run_rules"]
@@ -48,6 +51,11 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("lr_too_high", lr_too_high.rule),
     ("grad_explosion", grad_explosion.rule),
     ("grad_underflow", grad_underflow.rule),
+    # a spike ties with a lag seen at its own step: that lag came with the spike's batch (the loss was
+    # computed before the update), so the spike ranks first; a lag that warned ahead has the earlier step
+    ("loss_spike", loss_spike.rule),
+    ("adam_second_moment_lag", adam_second_moment_lag.rule),
+    ("update_rounds_away", update_rounds_away.rule),
     ("lr_schedule_on_skip", lr_schedule_on_skip.rule),
     ("fp16_no_loss_scale", fp16_no_loss_scale.rule),
     ("fp16_optimizer_state", fp16_optimizer_state.rule),

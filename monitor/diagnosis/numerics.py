@@ -18,6 +18,7 @@ __all__ = [
     "is_low_precision",
     "normalize_dtype",
     "round_to",
+    "ulp",
 ]
 
 
@@ -109,3 +110,13 @@ def adam_state_underflow_grad(dtype: str, beta2: float = 0.999, first_step: bool
     half_tiny = fmt.smallest_subnormal / 2
     share = (1.0 - beta2) if first_step and 0.0 < beta2 < 1.0 else 1.0
     return math.sqrt(half_tiny / share)
+
+
+def ulp(x: float, dtype: str) -> float:
+    """The spacing of `dtype` numbers at |x| (the gap to the next larger one; subnormal spacing below the
+    smallest normal). An update below half of it rounds back to x. NaN for unknown dtypes or non-finite x."""
+    fmt = FORMATS.get(normalize_dtype(dtype) or "")
+    if fmt is None or not math.isfinite(x):
+        return math.nan
+    _, e = math.frexp(abs(x)) if x else (0.0, fmt.emin + 1)
+    return 2.0 ** (max(e - 1, fmt.emin) - fmt.mant_bits + 1)

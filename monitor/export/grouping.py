@@ -69,6 +69,14 @@ def _weighted(rows: list[LayerObs], attr: str, info: dict[str, LayerInfo]) -> fl
     return sum(v * n for v, n in pairs) / sum(n for _, n in pairs) if pairs else None
 
 
+def _rms(rows: list[LayerObs], info: dict[str, LayerInfo]) -> float | None:
+    """RMS over the group's elements from per-layer RMS values (numel-weighted mean of squares)."""
+    squares = [LayerObs(step=r.step, layer=r.layer, adam_rms_ratio=r.adam_rms_ratio**2)
+               for r in rows if r.adam_rms_ratio is not None]
+    mean = _weighted(squares, "adam_rms_ratio", info)
+    return None if mean is None else math.sqrt(mean)
+
+
 def _update_ratio(rows: list[LayerObs]) -> float | None:
     pairs = [(r.update_ratio, r.param_norm) for r in rows if r.update_ratio is not None and r.param_norm]
     if not pairs:
@@ -88,6 +96,8 @@ def _merge(name: str, rows: list[LayerObs], info: dict[str, LayerInfo]) -> Layer
         param_nonfinite_before=_count([r.param_nonfinite_before for r in rows]),
         zero_grad_ratio=_weighted(rows, "zero_grad_ratio", info),
         state_zero_ratio=_weighted(rows, "state_zero_ratio", info),
+        update_unchanged_ratio=_weighted(rows, "update_unchanged_ratio", info),
+        adam_rms_ratio=_rms(rows, info),
         activation_nonfinite=_count([r.activation_nonfinite for r in rows]))
 
 

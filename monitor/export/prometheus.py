@@ -30,6 +30,10 @@ _PER_LAYER = (
     ("slatmon_update_ratio", "update_ratio", "Per-layer norm(update) / norm(parameters)."),
     ("slatmon_zero_grad_ratio", "zero_grad_ratio", "Per-layer share of exactly-zero gradient elements."),
     ("slatmon_adam_state_zero_ratio", "state_zero_ratio", "Per-layer share of Adam exp_avg_sq elements equal to 0."),
+    ("slatmon_update_unchanged_ratio", "update_unchanged_ratio", "Per-layer share of fp16/bf16 weight elements "
+     "the last sampled update left exactly unchanged (updates rounding away)."),
+    ("slatmon_adam_rms_ratio", "adam_rms_ratio", "Per-layer RMS of g^2 / v_hat (Adam second-moment lag; ~1 "
+     "healthy, far above 1 ahead of loss spikes)."),
 )
 _NONFINITE = (("grad", "grad_nonfinite"), ("param", "param_nonfinite"), ("activation", "activation_nonfinite"))
 

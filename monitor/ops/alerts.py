@@ -78,6 +78,7 @@ LOCAL_FIRST = "slatmon_nonfinite_local_first_step"
 NORM_MEDIAN = "quantile by (run) (0.5, slatmon_grad_norm_applied)"
 SKIPPED_RATIO = "increase(slatmon_skipped_steps_total[5m]) / clamp_min(delta(slatmon_step[5m]), 1)"
 GRAD_NORM_MEDIAN = "quantile_over_time(0.5, slatmon_grad_norm_global[10m])"
+MOMENT_LAG_WARN = 5
 
 RECORDING: tuple[RecordingRule, ...] = (
     RecordingRule("slatmon:grad_norm:worst_layer", "topk by (run, rank) (1, slatmon_grad_norm)"),
@@ -182,6 +183,20 @@ ALERTS: tuple[AlertRule, ...] = (
         severity="warning",
         summary="Gradient norm spike to {value} (" + WHO + ")",
         description="The global gradient norm of " + WHO + " is more than 10x its 10-minute median.",
+    ),
+    AlertRule(
+        name="SlatmonAdamMomentLag",
+        uid="slatmon-adam-moment-lag",
+        # = monitor.diagnosis.adam_second_moment_lag.WARN; over 5 minutes of scrapes, so a lag seen by one
+        # scrape stays up a while (steps between scrapes are not seen: the finding records every sampled step)
+        expr=f"max by (run, rank) (max_over_time(slatmon_adam_rms_ratio[5m])) >= {MOMENT_LAG_WARN}",
+        for_="0s",
+        severity="warning",
+        summary="Adam's second moment lags the gradients: RMS(g^2/v_hat) {value} (" + WHO + ")",
+        description="A layer of " + WHO + " got gradients far larger in square than Adam's exp_avg_sq "
+        "expects (RMS(g^2/v_hat) {value}, ~1 when healthy): its updates are several times Adam's usual "
+        "size, and loss spikes followed such steps by 1-8 steps in Wortsman et al. 2023. The finding "
+        "adam_second_moment_lag names the layer and the fixes (lower beta2, update clipping).",
     ),
     AlertRule(
         name="SlatmonRunStale",

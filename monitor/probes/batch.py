@@ -37,6 +37,11 @@ def _norm(ts: list[torch.Tensor]) -> list[torch.Tensor]:
     return list(torch._foreach_norm(ts, 2, dtype=torch.float32))
 
 
+def _abs_sum(ts: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Sum of |x| (the L1 norm): the sum itself for non-negative tensors."""
+    return list(torch._foreach_norm(ts, 1, dtype=torch.float32))
+
+
 def _nonzero(ts: list[torch.Tensor]) -> list[torch.Tensor]:
     """Elements != 0 (NaN counts as non-zero). On CUDA `_foreach_norm` has fused kernels for L1, L2
     and inf only, so there |sign(x)| summed by the fused L1 norm counts them (NaN where x has a NaN;
@@ -74,6 +79,7 @@ def _nonfinite(ts: list[torch.Tensor]) -> list[torch.Tensor]:
 
 STATS: dict[str, Callable[[list[torch.Tensor]], list[torch.Tensor]]] = {
     "norm": _norm,
+    "abs_sum": _abs_sum,
     "nonzero": _nonzero,
     "nonzero_exact": _nonzero_exact,
     "nonzero_positive": _nonzero_positive,

@@ -27,7 +27,8 @@ Series = list[tuple[dict[str, str], list[tuple[float, float]]]]  # (labels, [(ti
 
 _LAYER_GAUGES = {"slatmon_grad_norm": "grad_norm", "slatmon_param_norm": "param_norm",
                  "slatmon_update_ratio": "update_ratio", "slatmon_zero_grad_ratio": "zero_grad_ratio",
-                 "slatmon_adam_state_zero_ratio": "state_zero_ratio"}
+                 "slatmon_adam_state_zero_ratio": "state_zero_ratio",
+                 "slatmon_update_unchanged_ratio": "update_unchanged_ratio", "slatmon_adam_rms_ratio": "adam_rms_ratio"}
 _NONFINITE = {"grad": "grad_nonfinite", "param": "param_nonfinite", "activation": "activation_nonfinite"}
 
 

@@ -51,6 +51,7 @@ SKIPPED = {
     "OMP_NUM_THREADS=1 python -m bench.profile_step --workload transformer": BENCH,
     "OMP_NUM_THREADS=1 python -m bench.export_cost": BENCH,
     "OMP_NUM_THREADS=1 python -m bench.detection": BENCH,
+    "OMP_NUM_THREADS=1 python -m bench.lead_time --seeds 5": BENCH,
     "bash bench/gpu.sh": "needs CUDA; tests/bench runs its --device cpu smoke",
     "python bench/guard.py --steps 20 --rounds 5": BENCH,
     ".venv/bin/python -m pytest tests/monitor": "a test command: one area of the suite",
