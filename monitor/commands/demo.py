@@ -38,6 +38,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--record", default=None, help="run record path; default runs/demo-<fault>-<time>.sqlite (never reused)"
     )
     p.add_argument("--quiet", action="store_true", help="print only the summary and the diagnosis")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="print the whole diagnosis: every evidence line, per-layer details, every fix's code")
     return p
 
 
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     try:
-        run_and_report(cfg, quiet=args.quiet)
+        run_and_report(cfg, quiet=args.quiet, verbose=args.verbose)
     except ValueError as exc:
         print(f"slat-monitor demo: error: {exc}", file=sys.stderr)
         return 2

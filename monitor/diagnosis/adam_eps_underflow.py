@@ -112,8 +112,8 @@ def _observed(history: History, exposed: dict) -> tuple[int, list[str], list[str
             broke = {h.layer for h in hit}
             shares = [r.state_zero_ratio for r in rows if r.layer in broke and is_num(r.state_zero_ratio)]
             zeros = f" ({min(shares):.0%}-{max(shares):.0%} of exp_avg_sq == 0)" if shares else ""
-            summary, details = aggregate(f"step {step}: parameters non-finite right after optimizer.step() with "
-                                         f"finite gradients{zeros}", hit, lambda v: f"{v:.0f} elements")
+            summary, details = aggregate(f"step {step}: non-finite parameter elements right after optimizer.step() "
+                                         f"with finite gradients{zeros}", hit, lambda v: f"{v:.0f}")
             lines = [summary]
             fine = [r.layer for r in rows if layer_dtype(history, r.layer) == "float32"
                     and r.param_nonfinite == 0]
@@ -151,7 +151,9 @@ def rule(history: History) -> list[Finding]:
         step, hit, lines, details = observed
         title = (f"{name}: parameters became non-finite in the update at step {step} "
                  "(sqrt(exp_avg_sq) + eps == 0 in low-precision optimizer state)")
-        return [Finding(CODE, "critical", title, lines + pre_lines, step, hit, _fixes(history), details)]
+        # the aggregated breakage, then its cause (eps), then the rest
+        ordered = lines[:1] + pre_lines[1:2] + lines[1:] + pre_lines[:1] + pre_lines[2:]
+        return [Finding(CODE, "critical", title, ordered, step, hit, _fixes(history), details)]
     if critical:
         title = (f"{name} eps {group.eps:g} rounds to 0 in {dtype} optimizer state: "
                  "expect NaN/Inf parameters from the first step")

@@ -24,7 +24,7 @@ def aggregate(head: str, items: Sequence[LayerLine], show: Callable[[float], str
               ) -> tuple[str, tuple[str, ...]]:
     """(summary, details): "`head` in N layer(s); worst: a (v), b (v), c (v); N-3 more (--verbose)",
     and every item's line, worst first. `show` formats a value for the summary."""
-    ranked = sorted(items, key=lambda i: -i.value)
+    ranked = sorted(items, key=lambda i: -i.value)  # stable: equal values keep the caller's (module) order
     named = ", ".join(f"{i.layer} ({show(i.value)})" for i in ranked[:WORST])
     more = f"; {len(ranked) - WORST} more (--verbose)" if len(ranked) > WORST else ""
     label = "worst" if len(ranked) > 1 else "in"

@@ -65,21 +65,19 @@ def supports_fused(s: Setup) -> bool:
 def master_weights_fix(s: Setup) -> Fix:
     setup = f"""\
 params = [p for p in model.parameters() if p.requires_grad]
-master = [p.detach().float().requires_grad_() for p in params]  # float32 copies the optimizer updates
+master = [p.detach().float().requires_grad_() for p in params]  # float32, for the optimizer
 optimizer = {s.optimizer_ctor('master')}"""
     iteration = """\
 loss = compute_loss(model, batch)
 loss.backward()
 for p, m in zip(params, master):
-    m.grad = None if p.grad is None else p.grad.float()
-    p.grad = None
+    m.grad, p.grad = (None if p.grad is None else p.grad.float()), None
 optimizer.step()
-optimizer.zero_grad(set_to_none=True)
 with torch.no_grad():
     for p, m in zip(params, master):
         p.copy_(m)  # back into the model's own dtype"""
-    return Fix("dtype", f"Let {s.optimizer_name} update float32 master copies of the {s.param_dtype} weights: "
-               f"its state and eps are then float32, the model still computes in {s.param_dtype}."
+    return Fix("dtype", f"Let {s.optimizer_name} update float32 master copies of the {s.param_dtype} weights. "
+               f"Its state and eps are then float32; the model still computes in {s.param_dtype}."
                + s.in_trellis('"fp16_mode": "inflat_all" in the trainer args does this (with a loss scale)'),
                join(setup, iteration), where="setup+iteration")
 
@@ -90,10 +88,9 @@ def _edit_groups(assignments: str, note: str) -> str:
 
 def fused_fix(s: Setup) -> Fix:
     where = "" if s.device == "cuda" else " (CPU fused kernels need torch >= 2.4)"
-    return Fix("dtype", f"Only mitigates (the state stays {s.param_dtype}): fused=True computes the "
-               f"{s.optimizer_name} update in float32 registers{where}, so no NaN/Inf, but exp_avg_sq still "
-               "rounds to 0 between steps for small gradients and those steps are too large; prefer float32 "
-               "master weights.",
+    return Fix("dtype", f"Only mitigates (the state stays {s.param_dtype}): compute the update in float32 with "
+               f"fused=True. No NaN/Inf then{where}, but exp_avg_sq still rounds to 0 between steps for small "
+               "gradients and those steps are too large; prefer float32 master weights.",
                _edit_groups('group["fused"], group["foreach"] = True, None',
                             "before the first step; or pass fused=True to the constructor"),
                mitigates=True)
@@ -110,9 +107,9 @@ def eps_fix(s: Setup, new_eps: float = 1e-4) -> Fix:
 
 def amsgrad_fix(s: Setup) -> Fix:
     eps = max(s.eps, 1e-4)
-    return Fix("amsgrad", "Only mitigates (last resort, with eps raised too): amsgrad=True keeps the running "
-               "maximum of exp_avg_sq, so a denominator that was once non-zero cannot decay back to 0; it does "
-               "not help on the first step.",
+    return Fix("amsgrad", "Only mitigates (last resort): amsgrad=True, with eps raised too. It keeps the "
+               "running maximum of exp_avg_sq, so a denominator that was once non-zero cannot decay back to 0; "
+               "it does not help on the first step.",
                _edit_groups(f'group["amsgrad"], group["eps"] = True, {num(eps)}', "before the first step"),
                mitigates=True)
 

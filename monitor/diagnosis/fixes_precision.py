@@ -37,8 +37,8 @@ scaler.scale(loss).backward()
 scaler.step(optimizer)  # skips the step when the scaled gradients overflowed
 scaler.update()
 optimizer.zero_grad(set_to_none=True)"""
-    return Fix("scaler", "Keep the weights float32 and run the forward under autocast with a GradScaler "
-               "(GradScaler refuses float16 parameters: 'Attempting to unscale FP16 gradients')."
+    return Fix("scaler", "Keep the weights float32 and run the forward under autocast with a GradScaler. "
+               "(GradScaler refuses float16 parameters: 'Attempting to unscale FP16 gradients'.)"
                + s.in_trellis('"fp16_mode": "amp" in the trainer args with the models\' "use_fp16": false'),
                join(setup, iteration), where="setup+iteration")
 
@@ -46,7 +46,7 @@ optimizer.zero_grad(set_to_none=True)"""
 def manual_loss_scale_fix(s: Setup, log_scale: float = 20.0) -> Fix:
     setup = f"""\
 params = [p for p in model.parameters() if p.requires_grad]
-master = [p.detach().float().requires_grad_() for p in params]  # float32 copies the optimizer updates
+master = [p.detach().float().requires_grad_() for p in params]  # float32, for the optimizer
 optimizer = {s.optimizer_ctor('master')}
 log_scale = {num(float(log_scale))}  # loss scale 2**log_scale"""
     iteration = """\
@@ -64,8 +64,9 @@ if all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params):
 else:
     log_scale -= 1  # overflow: skip this step, halve the scale
 model.zero_grad(set_to_none=True)"""
-    return Fix("scaler", f"Scale the loss by hand for {s.param_dtype} weights, with float32 master weights: "
-               "halve the scale and skip the step on overflow, grow it slowly otherwise."
+    return Fix("scaler", f"Scale the loss by hand, with float32 master weights for the {s.param_dtype} ones. "
+               f"The scale starts at 2**{num(float(log_scale))}, halves and skips the step on overflow, and "
+               "grows slowly otherwise."
                + s.in_trellis('"fp16_mode": "inflat_all" in the trainer args (log_scale starts at 20; '
                           '"fp16_scale_growth": 0.001 per clean step)'),
                join(setup, iteration), where="setup+iteration")
@@ -82,7 +83,7 @@ def scaler_fix(s: Setup, params_low_precision: bool, log_scale: float | None = N
 def bf16_fix(s: Setup) -> Fix:
     device = device_name(s.device)
     iteration = f"with torch.autocast({device!r}, dtype=torch.bfloat16):\n    loss = compute_loss(model, batch)\n"
-    return Fix("dtype", "Use bfloat16 autocast on float32 weights instead of float16: bfloat16 has float32's "
+    return Fix("dtype", "Use bfloat16 autocast on float32 weights instead of float16. bfloat16 has float32's "
                "range (max 3.4e38 vs 65504), so activations and gradients neither overflow nor underflow, and "
                "no loss scale is needed."
                + s.in_trellis('the models\' "use_fp16": false, with the forward under this autocast'),
@@ -109,7 +110,7 @@ def forward_fp32(*args, **kwargs):  # float32 inside, autocast off
         return out  # under autocast the next op casts for itself: the output stays float32
     return out.to(first.dtype)  # without autocast the next layer expects the input's dtype
 island.forward = forward_fp32"""
-    return Fix("dtype", f"Run {path} in float32: its float16 output passed 65504. Autocast is off inside it and, "
+    return Fix("dtype", f"Run {path} in float32 (its float16 output passed 65504). Autocast is off inside it and, "
                "under autocast, its output stays float32 for the next op; without autocast it is cast back to "
                "its input's dtype (if that overflows too, run the parent module in float32 instead).", snippet)
 
@@ -126,5 +127,5 @@ def safe_div(num, den):  # instead of num / den, for a denominator >= 0 (counts,
 def safe_exp(x):  # instead of torch.exp(x), e.g. exp(logvar) in a KL term: exp({exp_max}) still fits {dtype}
     return torch.exp(x.clamp_max({exp_max}))"""
     return Fix("loss_eps", "Guard the loss: call safe_log / safe_div / safe_exp in its terms instead of "
-               f"torch.log, / and torch.exp, so log(0), x/0 and exp overflow stay finite (eps {eps} for a "
+               f"torch.log, / and torch.exp. log(0), x/0 and exp overflow then stay finite (eps {eps} for a "
                f"{dtype} loss).", snippet, where="loss")

@@ -19,7 +19,6 @@ from .observe import (
     adam_family,
     broke_in_update,
     count,
-    fmt_layers,
     layer_dtype,
     prev_layer_rows,
     rows_by_step,
@@ -39,8 +38,8 @@ def _from_rows(history: History) -> tuple[int, list[str], list[str], tuple[str, 
             items = [LayerLine(r.layer, float(r.param_nonfinite), (
                 f"step {step}: {r.layer} ({layer_dtype(history, r.layer) or 'dtype unknown'}): gradient finite, "
                 f"{r.param_nonfinite} non-finite parameter elements after the update")) for r in hit]
-            summary, details = aggregate(f"step {step}: gradients finite, parameters non-finite after the update",
-                                         items, lambda v: f"{v:.0f} elements")
+            summary, details = aggregate(f"step {step}: gradients finite, non-finite parameter elements after the "
+                                         "update", items, lambda v: f"{v:.0f}")
             return step, [r.layer for r in hit], [summary], details
     return None
 
@@ -74,5 +73,5 @@ def rule(history: History) -> list[Finding]:
                                          "a smaller update may stay within the weights' dtype"))
     title = f"Parameters became non-finite in optimizer.step() at step {step} although gradients were finite"
     if layers:
-        title += f" ({fmt_layers(layers, 3)})"
+        title += f" ({len(layers)} layer{'s' if len(layers) != 1 else ''})"
     return [Finding(CODE, "critical", title, lines, step, layers, fix_list, details)]

@@ -18,7 +18,7 @@ def test_fires_at_the_first_broken_update() -> None:
     [f] = nonfinite_after_update.rule(h)
     assert (f.severity, f.first_step, f.layers) == ("critical", 4, ("blocks.1",))
     assert "7 non-finite parameter elements" in f.details[0]
-    assert "in 1 layer; in: blocks.1 (7 elements)" in f.evidence[0]
+    assert "in 1 layer; in: blocks.1 (7)" in f.evidence[0]
 
 
 def test_quiet_when_gradients_were_not_finite() -> None:
