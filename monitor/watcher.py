@@ -36,7 +36,7 @@ from .findings import Finding
 from .guard.hooks import GuardHooks
 from .history import History, RunInfo
 from .layers import LayerMap
-from .preflight import describe, lint
+from .preflight import describe, lint, log_critical
 from .sampler import StepSampler
 from .scaling import CustomScaleTap, GradScalerTap, scaler_kind
 from .snapshot import Counters, Snapshot
@@ -89,7 +89,8 @@ class Watcher:
                  group_depth: int | None = None, update_ratio: bool = True,
                  targets_dir: str | os.PathLike[str] | None = None, export_layers: str = "auto",
                  on_nonfinite: str = "warn", max_skips: int | None = None,
-                 checkpoint: Callable[[dict[str, Any]], Any] | None = None, step_pre_hook: bool = True) -> None:
+                 checkpoint: Callable[[dict[str, Any]], Any] | None = None, step_pre_hook: bool = True,
+                 trainer: str = "") -> None:
         check_args(model, optimizer, scaler, loss_scale, every, port, host, max_layers, export_layers)
         check_guard(on_nonfinite, max_skips, checkpoint)
         if not step_pre_hook and on_nonfinite != "warn":  # the guard acts in the optimizer's own pre-hook
@@ -117,8 +118,10 @@ class Watcher:
         self._kind = scaler_kind(scaler, loss_scale)
         if self._kind in ("none", "disabled"):
             self.counters.loss_scale = 1.0
+        self._trainer = trainer
         self.info: RunInfo = self._describe()
         self.preflight = lint(self.info)
+        log_critical(self.preflight)  # "before the first step": said once, when watching starts
         # may refuse the record path: before anything is hooked
         self.tracker = Tracker(run=self.run, rank=self.rank, every=every, counters=self.counters, model=model,
                                record=self.record_path, guard=self._guard)
@@ -393,7 +396,7 @@ class Watcher:
                         rank=self.rank, every=self.every, autocast=self._autocast)
         d = self.dist
         return dataclasses.replace(info, local_rank=d.local_rank, world_size=d.world_size, run_id=d.run_id,
-                                   restart_count=d.restart_count)
+                                   restart_count=d.restart_count, trainer=self._trainer)
 
     def _serve(self, host: str, port: int, targets_dir: str | os.PathLike[str] | None) -> None:
         from .export.server import serve
@@ -461,6 +464,8 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any = None
     `optimizer.step()`, weights as before that step, after calling `checkpoint(last_good_state)`).
     step_pre_hook: False for loops that run backward inside `optimizer.step(closure)`: then call
     `before_optimizer_step()` yourself (see there); not with on_nonfinite="skip"/"stop".
+    trainer: set by integrations ("trellis": `watch_trellis`) so that fixes speak the trainer's config terms.
+    Critical pre-flight findings are logged as warnings (logger "monitor") when watching starts.
     Set SLATMON_DISABLE=1 to turn every hook off (returns a Watcher that records nothing).
     """
     if os.environ.get("SLATMON_DISABLE") == "1":

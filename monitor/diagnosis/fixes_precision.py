@@ -26,8 +26,11 @@ def _plain_step(backward: str = "loss.backward()") -> str:
 
 
 def autocast_scaler_fix(s: Setup, dtype: str = "float16", log_scale: float | None = None) -> Fix:
-    """`log_scale`: start the GradScaler at 2**log_scale (None: its default 2**16)."""
+    """`log_scale`: start the GradScaler at 2**log_scale; None: from the run's latest loss
+    (Setup.start_log_scale(16)), or GradScaler's default 2**16 when no loss was seen."""
     device, dtype = device_name(s.device), dtype_name(dtype)
+    if log_scale is None and s.loss is not None:
+        log_scale = s.start_log_scale(16.0)
     start = "" if log_scale is None else f", init_scale=2.0**{num(float(log_scale))}"
     setup = f"{_fp32_model(s)}\nscaler = torch.amp.GradScaler({device!r}{start})"
     iteration = f"""\
@@ -43,7 +46,10 @@ optimizer.zero_grad(set_to_none=True)"""
                join(setup, iteration), where="setup+iteration")
 
 
-def manual_loss_scale_fix(s: Setup, log_scale: float = 20.0) -> Fix:
+def manual_loss_scale_fix(s: Setup, log_scale: float | None = None) -> Fix:
+    """`log_scale`: start at 2**log_scale; None: from the run's latest loss (Setup.start_log_scale(20),
+    TRELLIS's 2**20 for a loss of ~1)."""
+    log_scale = s.start_log_scale(20.0) if log_scale is None else log_scale
     setup = f"""\
 params = [p for p in model.parameters() if p.requires_grad]
 master = [p.detach().float().requires_grad_() for p in params]  # float32, for the optimizer
@@ -74,9 +80,9 @@ model.zero_grad(set_to_none=True)"""
 
 def scaler_fix(s: Setup, params_low_precision: bool, log_scale: float | None = None) -> Fix:
     """Loss scaling that fits the setup: by hand for float16 weights, GradScaler for float32 weights;
-    starting at 2**log_scale when given (see `start_log_scale`)."""
+    starting at 2**log_scale (None: from the run's latest loss)."""
     if params_low_precision:
-        return manual_loss_scale_fix(s) if log_scale is None else manual_loss_scale_fix(s, log_scale)
+        return manual_loss_scale_fix(s, log_scale)
     return autocast_scaler_fix(s, log_scale=log_scale)
 
 

@@ -31,6 +31,7 @@ def rule(history: History) -> list[Finding]:
              "nothing skips a step whose gradients overflowed"]
     setup = fixes.setup_of(history)
     return [Finding(CODE, "warning", "float16 parameters trained without loss scaling", lines, 0, layers,
-                    [fixes.manual_loss_scale_fix(setup, setup.start_log_scale),
-                     fixes.autocast_scaler_fix(setup, log_scale=None if setup.loss is None else setup.start_log_scale),
-                     fixes.bf16_fix(setup)])]
+                    # float16 weights: scaling by hand with master copies (TRELLIS), or bfloat16; autocast with a
+                    # GradScaler on float32 weights kept 50% of an underflowing run's gradients at 0 in the
+                    # fault tests (tiny weights still round to 0 in its float16 casts)
+                    [fixes.manual_loss_scale_fix(setup), fixes.bf16_fix(setup)])]

@@ -82,4 +82,4 @@ def rule(history: History) -> list[Finding]:
     fp16_params = any(layer_dtype(history, x) == "float16" for x in history.run.layers)
     title = f"float16 gradients underflow to 0 ({share:.0%} of elements) without loss scaling"
     return [Finding(CODE, severity, title, lines, start, [r.layer for r in worst],
-                    [fixes.scaler_fix(setup, fp16_params, setup.start_log_scale), fixes.bf16_fix(setup)])]
+                    [fixes.scaler_fix(setup, fp16_params), fixes.bf16_fix(setup)])]

@@ -43,14 +43,13 @@ class Setup:
     master_weights: bool = False
     trellis: str = ""
 
-    @property
-    def start_log_scale(self) -> float:
-        """Where a dynamic loss scale should start: TRELLIS's 2**20 for a loss of ~1, 2**k higher for a
-        loss 2**k smaller (the gradients are that much smaller too), within 2**10 .. 2**60; it halves on
-        every overflow, so starting high costs a few skipped steps."""
+    def start_log_scale(self, usual: float = 20.0) -> float:
+        """Where a dynamic loss scale should start: 2**`usual` for a loss of ~1 (TRELLIS: 20, GradScaler:
+        16), 2**k higher for a loss 2**k smaller (its gradients are that much smaller too), within
+        2**8 .. 2**60; it halves on every overflow, so starting high costs a few skipped steps."""
         if self.loss is None:
-            return 20.0
-        return float(min(60, max(10, round(20 - math.log2(abs(self.loss))))))
+            return usual
+        return float(min(60, max(8, round(usual - math.log2(abs(self.loss))))))
 
     @property
     def optimizer_name(self) -> str:
