@@ -121,7 +121,7 @@ def cap_lr(optimizer, args, kwargs):  # runs before every optimizer.step(), afte
     for group in optimizer.param_groups:
         group["lr"] = min(group["lr"], {num(new_lr)})
 optimizer.register_step_pre_hook(cap_lr)"""
-    return Fix("lr", f"Lower the learning rate to {num(new_lr)} (now {num(now)}): set it where your config or "
+    return Fix("lr", f"Lower the learning rate to {num(new_lr)} (now {num(now)}). Set it where your config or "
                "schedule sets it; the snippet caps it before every optimizer.step()."
                + s.in_trellis(f'"optimizer": {{"args": {{"lr": {num(new_lr)}}}}} in the trainer args'),
                setup)
@@ -129,8 +129,8 @@ optimizer.register_step_pre_hook(cap_lr)"""
 
 def warmup_fix(steps: int = 1000) -> Fix:
     steps = int(steps)
-    return Fix("warmup", f"Only mitigates (early steps only): warm the learning rate up linearly over the first "
-               f"{steps} steps, while Adam's second-moment estimate is still noisy.",
+    return Fix("warmup", f"Only mitigates (early steps only): warm the learning rate up over {steps} steps. "
+               "Linearly, while Adam's second-moment estimate is still noisy.",
                "scheduler = torch.optim.lr_scheduler.LambdaLR(\n"
                f"    optimizer, lambda step: min(1.0, (step + 1) / {steps}))\n"
                "optimizer.register_step_post_hook(lambda optimizer, args, kwargs: scheduler.step())",
@@ -142,9 +142,11 @@ def clip_fix(max_norm: float, scaler: bool = False) -> Fix:
     first), on whatever tensors the optimizer updates (master copies included)."""
     after = " (after GradScaler's unscale)" if scaler else ""
     limit = num(float(max_norm))
-    return Fix("clip", f"Only mitigates (the cause of the jump stays): clip the global gradient norm at "
-               f"{limit} (a few times its recent median) right before every optimizer.step(){after}.",
-               "params = [p for group in optimizer.param_groups for p in group[\"params\"]]\n"
-               "optimizer.register_step_pre_hook(\n"
-               f"    lambda optimizer, args, kwargs: torch.nn.utils.clip_grad_norm_(params, max_norm={limit}))",
+    snippet = f"""\
+params = [p for group in optimizer.param_groups for p in group["params"]]
+def clip(optimizer, args, kwargs):  # runs right before every optimizer.step()
+    torch.nn.utils.clip_grad_norm_(params, max_norm={limit})
+optimizer.register_step_pre_hook(clip)"""
+    return Fix("clip", f"Only mitigates (the cause of the jump stays): clip the gradient norm at {limit}. That is "
+               f"a few times its recent median, applied right before every optimizer.step(){after}.", snippet,
                mitigates=True)
