@@ -43,6 +43,24 @@ class Setup:
     master_weights: bool = False
     trellis: str = ""
 
+    def __post_init__(self) -> None:
+        """Whatever it was built from, every field holds a value from its fixed set or a finite number:
+        the builders write fields into code and must never write raw text."""
+        defaults = Setup.__dataclass_fields__
+        for name in ("lr", "eps", "weight_decay"):
+            if not is_num(getattr(self, name)):
+                object.__setattr__(self, name, defaults[name].default)
+        for name in ("loss_scale", "loss"):
+            if getattr(self, name) is not None and not is_num(getattr(self, name)):
+                object.__setattr__(self, name, None)
+        betas = self.betas
+        if not (isinstance(betas, tuple) and len(betas) == 2 and all(is_num(b) for b in betas)):
+            object.__setattr__(self, "betas", (0.9, 0.999))
+        object.__setattr__(self, "optimizer", self.optimizer if self.optimizer in TORCH_OPTIMS else "")
+        object.__setattr__(self, "device", device_name(self.device))
+        object.__setattr__(self, "param_dtype", dtype_name(self.param_dtype))
+        object.__setattr__(self, "trellis", self.trellis if self.trellis in ("", "inflat_all", "amp", "none") else "")
+
     def start_log_scale(self, usual: float = 20.0) -> float:
         """Where a dynamic loss scale should start: 2**`usual` for a loss of ~1 (TRELLIS: 20, GradScaler:
         16), 2**k higher for a loss 2**k smaller (its gradients are that much smaller too), within
