@@ -14,6 +14,8 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from monitor.terminal import printable
+
 from .config import FAULTS, MODEL_PRESETS, PRECISIONS, TrainConfig
 from .report import format_findings, format_step, format_summary
 
@@ -212,7 +214,7 @@ def run_and_report(cfg: TrainConfig, quiet: bool = False, verbose: bool = False)
     if result.url:
         say(f"metrics were served at {result.url}")
     if result.record:
-        say(f"run record: {result.record}  (slat-monitor diagnose {result.record})")
+        say(f"run record: {printable(result.record)}  (slat-monitor diagnose {printable(result.record)})")
     if cfg.watch:
         say(format_findings(result.findings, verbose))
     return result
@@ -226,11 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_and_report(config_from_args(args, args.watch, args.record), quiet=args.quiet, verbose=args.verbose)
     except ValueError as exc:
-        print(f"{rank_prefix()}error: {exc}", file=sys.stderr)
+        print(f"{rank_prefix()}error: {printable(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:  # e.g. the metrics port is taken
         hint = "; pass --port 0 (any free port) or --port none" if args.watch and args.port else ""
-        print(f"{rank_prefix()}error: {exc}{hint}", file=sys.stderr)
+        print(f"{rank_prefix()}error: {printable(exc)}{hint}", file=sys.stderr)
         return 2
     return 0
 

@@ -111,3 +111,12 @@ def test_preflight_warning_escapes_names(caplog: pytest.LogCaptureFixture) -> No
     [line] = [r.getMessage() for r in caplog.records if "pre-flight" in r.getMessage()]
     clean(line)
     assert "\n" not in line
+
+
+def test_demo_error_escapes_the_record_path(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    existing = tmp_path / f"{MODULE}.sqlite"
+    existing.write_bytes(b"")  # the demo refuses to mix two runs into one record: an error naming the path
+    assert cli_main(["demo", "--steps", "1", "--record", str(existing)]) == 2
+    captured = capsys.readouterr()
+    clean(captured.out + captured.err)
+    assert "already exists" in captured.err and "\\x1b[2J" in captured.err
