@@ -41,7 +41,7 @@ class DisabledWatcher:
                  targets_dir: str | os.PathLike[str] | None = None, export_layers: str = "auto",
                  on_nonfinite: str = "warn", max_skips: int | None = None,
                  checkpoint: Callable[[dict[str, Any]], Any] | None = None, step_pre_hook: bool = True,
-                 save_bad_batch: bool = False) -> None:
+                 save_bad_batch: bool = False, trainer: str = "") -> None:
         check_watch(model, optimizer, dict(
             scaler=scaler, loss_scale=loss_scale, every=every, run=run, rank=rank, port=port, host=host,
             record=record, max_layers=max_layers, group_depth=group_depth, update_ratio=update_ratio,

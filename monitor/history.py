@@ -65,6 +65,7 @@ class RunInfo:
     world_size: int = 1
     run_id: str = ""  # TORCHELASTIC_RUN_ID
     restart_count: int = 0  # TORCHELASTIC_RESTART_COUNT
+    trainer: str = ""  # the trainer an integration watched ("trellis": watch_trellis); "" = unknown
 
 
 @dataclass(frozen=True)

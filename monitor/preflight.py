@@ -6,6 +6,7 @@ The lint is the diagnosis rules run over a History with no steps yet: configurat
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -17,7 +18,7 @@ from .history import GroupInfo, History, LayerInfo, RunInfo
 from .layers import LayerMap
 from .probes import DeviceBatch
 
-__all__ = ["describe", "lint", "typical_abs"]
+__all__ = ["describe", "lint", "log_critical", "typical_abs"]
 
 _STATE_KEYS = ("exp_avg_sq", "exp_avg", "square_avg", "momentum_buffer")
 
@@ -112,3 +113,19 @@ def lint(info: RunInfo) -> list[Finding]:
     from .diagnosis import run_rules
 
     return run_rules(History(run=info))
+
+
+def log_critical(findings: list[Finding], logger: logging.Logger | None = None) -> int:
+    """Log every critical pre-flight finding once, as one warning line with its first fix's first
+    sentence (logger "monitor"); names escaped for the terminal. Returns how many were logged."""
+    from .diagnosis.report import headline
+    from .terminal import printable
+
+    logger = logger or logging.getLogger("monitor")
+    critical = [f for f in findings if f.severity == "critical"]
+    for f in critical:
+        fix = f" Fix: {headline(f.fixes[0].summary)}" if f.fixes else ""
+        logger.warning("slat-monitor pre-flight: %s", printable(f"[CRITICAL] {f.code}: {f.title}.{fix} "
+                                                                 "(all fixes: watcher.findings() or "
+                                                                 "slat-monitor diagnose)"))
+    return len(critical)

@@ -33,13 +33,14 @@ from .badbatch import BatchSaver, check_save_bad_batch
 from .capture import OutputProbe, entry_modules
 from .config import DEFAULT_PORT, DefaultPort, check_option_names, check_watch, default_run
 from .distributed import default_port, detect, record_path
+from .errors import ConfigError
 from .findings import Finding
 from .guard.hooks import GuardHooks
 from .history import History, RunInfo
 from .inputs import InputProbe
 from .layers import LayerMap
 from .paramwatch import ParamWatch, change_event
-from .preflight import describe, lint, typical_abs
+from .preflight import describe, lint, log_critical, typical_abs
 from .sampler import StepSampler
 from .scaling import CustomScaleTap, GradScalerTap, scaler_kind
 from .snapshot import Counters, Snapshot
@@ -93,13 +94,16 @@ class Watcher:
                  targets_dir: str | os.PathLike[str] | None = None, export_layers: str = "auto",
                  on_nonfinite: str = "warn", max_skips: int | None = None,
                  checkpoint: Callable[[dict[str, Any]], Any] | None = None, step_pre_hook: bool = True,
-                 save_bad_batch: bool = False) -> None:
+                 save_bad_batch: bool = False, trainer: str = "") -> None:
         check_watch(model, optimizer, dict(
             scaler=scaler, loss_scale=loss_scale, every=every, run=run, rank=rank, port=port, host=host,
             record=record, max_layers=max_layers, group_depth=group_depth, update_ratio=update_ratio,
             targets_dir=targets_dir, export_layers=export_layers, on_nonfinite=on_nonfinite, max_skips=max_skips,
             checkpoint=checkpoint, step_pre_hook=step_pre_hook))
         check_save_bad_batch(save_bad_batch, record)
+        if not isinstance(trainer, str):
+            raise ConfigError(f"watch(): trainer must be a string (set by integrations, e.g. 'trellis'), got "
+                              f"{type(trainer).__name__}")
         self._export_layers = export_layers
         self.model, self.optimizer, self.every = model, optimizer, every
         self.dist = detect(rank)  # rank, local rank, world size, torchrun run id (no collective)
@@ -127,8 +131,10 @@ class Watcher:
         self._run_guarded(lambda: self._typical.update(typical_abs(self.layers)))
         if self._kind in ("none", "disabled"):
             self.counters.loss_scale = 1.0
+        self._trainer = trainer
         self.info: RunInfo = self._describe()
         self.preflight = lint(self.info)
+        log_critical(self.preflight)  # "before the first step": said once, when watching starts
         # may refuse the record path: before anything is hooked
         self.tracker = Tracker(run=self.run, rank=self.rank, every=every, counters=self.counters, model=model,
                                record=self.record_path, guard=self._guard)
@@ -449,7 +455,7 @@ class Watcher:
                         rank=self.rank, every=self.every, autocast=self._autocast, typical=self._typical)
         d = self.dist
         return dataclasses.replace(info, local_rank=d.local_rank, world_size=d.world_size, run_id=d.run_id,
-                                   restart_count=d.restart_count)
+                                   restart_count=d.restart_count, trainer=self._trainer)
 
     def _serve(self, host: str, port: int, targets_dir: str | os.PathLike[str] | None) -> None:
         from .export.server import serve
@@ -523,6 +529,8 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any = None
     An unknown keyword raises ConfigError listing the valid ones.
     Set SLATMON_DISABLE=1 to turn every hook off (returns a watcher with Watcher's surface that hooks and
     records nothing; the arguments are checked all the same).
+    trainer: set by integrations ("trellis": `watch_trellis`) so that fixes speak the trainer's config terms.
+    Critical pre-flight findings are logged as warnings (logger "monitor") when watching starts.
     """
     check_option_names(options, WATCH_OPTIONS)
     kwargs = dict(scaler=scaler, loss_scale=loss_scale, every=every, run=run, rank=rank, port=port, host=host,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 __all__ = ["FAULTS", "MODEL_PRESETS", "PRECISIONS", "ModelConfig", "TrainConfig", "model_preset"]
 
@@ -78,7 +79,8 @@ class TrainConfig:
     Steps are counted from 1: `fault_step=k` corrupts the k-th iteration; `fault_rank`: under torchrun,
     only that rank injects the fault (None: every rank). `port=None` disables the
     metrics endpoint of a watched run, 0 picks a free port, "auto" is monitor.watch's default.
-    `model` overrides the preset `config`.
+    `model` overrides the preset `config`. `fix`: a `monitor.Fix` whose snippet is executed as written
+    (setup once, or every iteration, or the loss helpers; one process only).
     `track_stats`: the trainer's own per-step numerics (StepRecord); `track_update_ratio` also copies
     every parameter before each step to measure the update size (off for timing runs).
     `threads`: torch CPU threads during the run (restored after); None: 1 on the CPU, where the tiny
@@ -106,6 +108,7 @@ class TrainConfig:
     track_update_ratio: bool = True
     threads: int | None = None
     model: ModelConfig | None = field(default=None)
+    fix: Any = None  # a monitor.Fix, applied as its snippet is written (trainer_example/apply_fix.py)
 
     def model_config(self) -> ModelConfig:
         return self.model if self.model is not None else model_preset(self.config)

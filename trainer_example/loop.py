@@ -119,7 +119,9 @@ def _check_record(cfg: TrainConfig, dist: Dist) -> str | None:
     return path
 
 
-def _start_watch(cfg: TrainConfig, model: SlatVAE, prec: Precision, precision: str) -> Any:
+def _start_watch(cfg: TrainConfig, model: SlatVAE, prec: Precision, precision: str, own_step: bool) -> Any:
+    """monitor.watch as a user would call it; `own_step`: a fix's snippet runs the iteration, so the
+    precision mode's hand-made loss scale is not in use."""
     import monitor
 
     name = cfg.run or f"{cfg.config}-{precision}-{cfg.fault}"  # the same on every rank: one run label
@@ -128,12 +130,25 @@ def _start_watch(cfg: TrainConfig, model: SlatVAE, prec: Precision, precision: s
         model,
         prec.optimizer,
         scaler=prec.scaler,
-        loss_scale=prec.loss_scale_fn(),
+        loss_scale=None if own_step else prec.loss_scale_fn(),
         every=cfg.watch_every,
         run=name,
         record=cfg.record,
         **port,
     )
+
+
+def _start_fix(cfg: TrainConfig, model: SlatVAE, prec: Precision, dist: Dist) -> tuple[Any, Any]:
+    """cfg.fix applied as written (apply_fix.py): (FixRunner, GradTap or None), or (None, None)."""
+    if cfg.fix is None:
+        return None, None
+    if dist.world_size > 1:
+        raise ValueError("a fix (TrainConfig.fix) is applied in single-process runs only, not under torchrun")
+    if cfg.fault == "grad-corrupt":
+        raise ValueError("grad-corrupt injects between backward and optimizer.step(), which a fix's snippet owns")
+    from .apply_fix import start_fix
+
+    return start_fix(cfg.fix, model, prec)
 
 
 def _corrupt_grads(model: SlatVAE, factor: float) -> None:
@@ -156,9 +171,15 @@ class _Job:
     plan: FaultPlan
     dist: Dist
     watcher: Any
+    fix: Any = None  # apply_fix.FixRunner when cfg.fix is set
+    tap: Any = None  # apply_fix.GradTap when that fix replaces the iteration
 
 
 def _train_step(step: int, job: _Job) -> StepRecord:
+    if job.tap is not None:
+        from .apply_fix import fixed_step
+
+        return fixed_step(step, job)
     cfg, model, prec, plan, watcher = job.cfg, job.model, job.prec, job.plan, job.watcher
     batch = job.data.batch(job.dist.batch_index(step))
     model.attention_cores()[0].logit_gain = plan.logit_gain(step)
@@ -168,7 +189,8 @@ def _train_step(step: int, job: _Job) -> StepRecord:
     prec.zero_grad()
     with prec.autocast():
         out = job.net(batch.x)
-        terms = vae_loss(out, batch, empty_target=plan.empty_target(step))
+        terms = vae_loss(out, batch, empty_target=plan.empty_target(step),
+                         ops=job.fix.loss_ops if job.fix is not None else None)
     loss = terms.total * plan.loss_factor(step)
     if watcher is not None:
         watcher.observe_loss(loss)
@@ -226,8 +248,9 @@ def _run(cfg: TrainConfig, device: torch.device, dist: Dist, on_step: Callable[[
     model = SlatVAE(mcfg, native=device.type != "cuda").to(device)
     data = SyntheticVoxels(mcfg, cfg.seed, device)
     prec = make_precision(precision, model, cfg.lr, eps, cfg.amsgrad, cfg.clip, device)
-    watcher = _start_watch(cfg, model, prec, precision) if cfg.watch else None
-    job = _Job(cfg, model, dist.wrap(model, device), prec, data, plan, dist, watcher)
+    fix, tap = _start_fix(cfg, model, prec, dist)
+    watcher = _start_watch(cfg, model, prec, precision, tap is not None) if cfg.watch else None
+    job = _Job(cfg, model, dist.wrap(model, device), prec, data, plan, dist, watcher, fix, tap)
     records: list[StepRecord] = []
     findings = None
     start = time.perf_counter()
@@ -243,6 +266,8 @@ def _run(cfg: TrainConfig, device: torch.device, dist: Dist, on_step: Callable[[
     finally:
         if watcher is not None:
             watcher.close()
+        if tap is not None:
+            tap.close()
     if watcher is not None and record:
         import monitor
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-import textwrap
 from collections.abc import Sequence
 from typing import Any
+
+from monitor.terminal import printable
 
 from .stats import StepRecord
 
@@ -43,7 +44,8 @@ def format_summary(result: Any) -> str:
         lines.append(f"  first non-finite loss at step {bad_loss}")
     if bad_param is not None:
         names = next(s.nonfinite_params for s in steps if s.step == bad_param)
-        lines.append(f"  parameters non-finite after step {bad_param}: {len(names)} tensors, e.g. {names[0]}")
+        example = printable(names[0])
+        lines.append(f"  parameters non-finite after step {bad_param}: {len(names)} tensors, e.g. {example}")
     if skipped:
         lines.append(f"  {skipped} optimizer steps skipped by the loss scaler")
     finite = [s.loss for s in steps if math.isfinite(s.loss)]
@@ -52,26 +54,14 @@ def format_summary(result: Any) -> str:
     return "\n".join(lines)
 
 
-def _snippet(text: str) -> list[str]:
-    return ["        " + line for line in textwrap.dedent(text).strip("\n").splitlines()]
-
-
-def format_findings(findings: Sequence[Any] | None) -> str:
-    """Findings (monitor.Finding) as a readable block: title, evidence, layers, ranked fixes with snippets."""
+def format_findings(findings: Sequence[Any] | None, verbose: bool = False) -> str:
+    """Findings (monitor.Finding) as `slat-monitor diagnose` prints them: short by default (the top finding's
+    evidence and first fix in full, one line per other fix), everything with `verbose`."""
     if findings is None:
         return "diagnosis: the run was not watched (pass --watch)"
     if not findings:
         return "diagnosis: no findings"
-    lines = [f"diagnosis: {len(findings)} finding{'s' if len(findings) != 1 else ''}"]
-    for i, f in enumerate(findings, 1):
-        step = "" if f.first_step is None else f" (first seen at step {f.first_step})"
-        lines.append(f"\n{i}. [{f.severity.upper()}] {f.title}{step}  <{f.code}>")
-        lines.extend(f"     - {e}" for e in f.evidence)
-        if f.layers:
-            shown = ", ".join(f.layers[:4]) + (f" (+{len(f.layers) - 4} more)" if len(f.layers) > 4 else "")
-            lines.append(f"     layers: {shown}")
-        for j, fix in enumerate(f.fixes, 1):
-            lines.append(f"     fix {j} [{fix.kind}]: {fix.summary}")
-            if fix.snippet:
-                lines.extend(_snippet(fix.snippet))
-    return "\n".join(lines)
+    from monitor.diagnosis.report import findings_text
+
+    lines = findings_text(list(findings), verbose)
+    return "\n".join([f"diagnosis: {lines[0]}", *lines[1:]])

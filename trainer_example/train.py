@@ -14,6 +14,8 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from monitor.terminal import printable
+
 from .config import FAULTS, MODEL_PRESETS, PRECISIONS, TrainConfig
 from .report import format_findings, format_step, format_summary
 
@@ -139,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", action="store_true", help="watch the run with slat-monitor (monitor.watch)")
     p.add_argument("--record", default=None, help="write the monitor's run record (SQLite) here; needs --watch")
     p.add_argument("--quiet", action="store_true", help="print only the summary and the diagnosis")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="print the whole diagnosis: every evidence line, per-layer details, every fix's code")
     return p
 
 
@@ -187,30 +191,32 @@ def say(text: str) -> None:
 
 
 def step_printer() -> Callable[[StepRecord], None]:
-    """Prints the first 3 steps, every 10th, and every step whose state changes (finite loss or not,
-    skipped or not, how many parameters are non-finite): the moments that matter, not 50 NaN lines."""
+    """Prints the first step, every step whose state changes (finite loss or not, skipped or not, how
+    many parameters are non-finite) and every 10th while the loss is finite: the moments that matter,
+    not 50 NaN lines (the summary after the run has the last loss)."""
     last: list[tuple[bool, bool, int]] = []
 
     def on_step(s: StepRecord) -> None:
         state = (s.loss == s.loss and abs(s.loss) != float("inf"), s.skipped, len(s.nonfinite_params))
-        if s.step <= 3 or s.step % 10 == 0 or not last or state != last[-1]:
+        if not last or state != last[-1] or (s.step % 10 == 0 and state[0]):
             say(format_step(s))
         last[:] = [state]
 
     return on_step
 
 
-def run_and_report(cfg: TrainConfig, quiet: bool = False) -> RunResult:
-    """Run `cfg`, printing the steps that matter (unless `quiet`), the summary and the diagnosis."""
+def run_and_report(cfg: TrainConfig, quiet: bool = False, verbose: bool = False) -> RunResult:
+    """Run `cfg`, printing the steps that matter (unless `quiet`), the summary and the diagnosis (short;
+    every evidence line and snippet with `verbose`)."""
     quiet_third_party_noise()
     result = run(cfg, on_step=None if quiet else step_printer())
     say(format_summary(result))
     if result.url:
         say(f"metrics were served at {result.url}")
     if result.record:
-        say(f"run record: {result.record}  (slat-monitor diagnose {result.record})")
+        say(f"run record: {printable(result.record)}  (slat-monitor diagnose {printable(result.record)})")
     if cfg.watch:
-        say(format_findings(result.findings))
+        say(format_findings(result.findings, verbose))
     return result
 
 
@@ -220,13 +226,13 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --record needs --watch (the run record is written by the monitor)", file=sys.stderr)
         return 2
     try:
-        run_and_report(config_from_args(args, args.watch, args.record), quiet=args.quiet)
+        run_and_report(config_from_args(args, args.watch, args.record), quiet=args.quiet, verbose=args.verbose)
     except ValueError as exc:
-        print(f"{rank_prefix()}error: {exc}", file=sys.stderr)
+        print(f"{rank_prefix()}error: {printable(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:  # e.g. the metrics port is taken
         hint = "; pass --port 0 (any free port) or --port none" if args.watch and args.port else ""
-        print(f"{rank_prefix()}error: {exc}{hint}", file=sys.stderr)
+        print(f"{rank_prefix()}error: {printable(exc)}{hint}", file=sys.stderr)
         return 2
     return 0
 

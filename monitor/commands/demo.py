@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..terminal import printable
+
 __all__ = ["add_parser", "run"]
 
 DESCRIPTION = """\
@@ -38,6 +40,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--record", default=None, help="run record path; default runs/demo-<fault>-<time>.sqlite (never reused)"
     )
     p.add_argument("--quiet", action="store_true", help="print only the summary and the diagnosis")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="print the whole diagnosis: every evidence line, per-layer details, every fix's code")
     return p
 
 
@@ -53,16 +57,16 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, watch=True, record=record)
     print(
         f"slat-monitor demo: {cfg.config} SLAT VAE, precision {cfg.precision}, fault {cfg.fault}, "
-        f"{cfg.steps} steps, record {record}",
+        f"{cfg.steps} steps, record {printable(record)}",
         flush=True,
     )
     try:
-        run_and_report(cfg, quiet=args.quiet)
+        run_and_report(cfg, quiet=args.quiet, verbose=args.verbose)
     except ValueError as exc:
-        print(f"slat-monitor demo: error: {exc}", file=sys.stderr)
+        print(f"slat-monitor demo: error: {printable(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:  # e.g. the metrics port is taken
         port_hint = "; pass --port 0 (any free port) or --port none" if cfg.port else ""
-        print(f"slat-monitor demo: error: {exc}{port_hint}", file=sys.stderr)
+        print(f"slat-monitor demo: error: {printable(exc)}{port_hint}", file=sys.stderr)
         return 2
     return 0

@@ -14,6 +14,7 @@ import json
 import sys
 
 from ..errors import SlatMonitorError
+from ..terminal import printable
 
 __all__ = ["add_parser", "run"]
 
@@ -32,12 +33,16 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="with --prometheus: every rank of the run, compared (which rank broke first)")
     p.add_argument("--lookback", default="7d", metavar="DURATION",
                    help="how far back to read from Prometheus (a PromQL duration; default 7d)")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text (everything)")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="print every evidence line, the per-layer details and every fix's code (default: the "
+                        "top finding's evidence and first fix in full, the others in one line each)")
     return p
 
 
 def _fail(message: str) -> int:
-    print(f"slat-monitor diagnose: error: {message}", file=sys.stderr)
+    """One line on stderr; the message may quote a path or a run name, escaped for the terminal."""
+    print(f"slat-monitor diagnose: error: {printable(message)}", file=sys.stderr)
     return 2
 
 
@@ -69,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(to_json(findings, history), indent=2, default=str))
     else:
-        print(to_text(findings, history), end="")
+        print(to_text(findings, history, args.verbose), end="")
     return exit_status(findings)
 
 
@@ -92,6 +97,6 @@ def _across_ranks(args: argparse.Namespace) -> int:
     if len(set(ranks)) != len(ranks):
         return _fail(f"several records hold the same rank ({sorted(ranks)}): give one record per rank of one run")
     result = diagnose_ranks(histories)
-    print(json.dumps(ranks_json(result), indent=2, default=str) if args.json else ranks_text(result), end="\n"
-          if args.json else "")
+    print(json.dumps(ranks_json(result), indent=2, default=str) if args.json else ranks_text(result, args.verbose),
+          end="\n" if args.json else "")
     return status(result)

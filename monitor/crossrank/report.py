@@ -8,6 +8,7 @@ from typing import Any
 from ..diagnosis.report import exit_status, to_json, to_text
 from ..findings import Finding
 from ..history import History
+from ..terminal import printable
 from . import compare_ranks, rank_lines
 
 __all__ = ["RankedRun", "diagnose_ranks", "ranks_json", "ranks_text"]
@@ -29,19 +30,21 @@ def status(run: RankedRun) -> int:
     return max([exit_status(across)] + [exit_status(f) for _, f in per_rank])
 
 
-def ranks_text(run: RankedRun) -> str:
+def ranks_text(run: RankedRun, verbose: bool = False) -> str:
+    """Which rank broke first, the cross-rank findings, then each rank's report (`to_text`); names from
+    the records or Prometheus are escaped for the terminal."""
     per_rank, across = run
     histories = [h for h, _ in per_rank]
     names = sorted({h.run.run for h in histories})
     lines = [f"slat-monitor diagnose: run {', '.join(repr(n) for n in names)} across {len(histories)} ranks", ""]
-    lines += ["which rank broke first:"] + [f"  {line}" for line in rank_lines(histories)] + [""]
+    lines += ["which rank broke first:"] + [f"  {printable(line)}" for line in rank_lines(histories)] + [""]
     if across:
         lines.append("across ranks:")
-        lines += [f"  [{f.severity.upper()}] {f.code}: {f.title}" for f in across]
-        lines += [f"     - {e}" for f in across for e in f.evidence]
+        lines += [f"  [{f.severity.upper()}] {printable(f.code)}: {printable(f.title)}" for f in across]
+        lines += [f"     - {printable(e)}" for f in across for e in f.evidence]
         lines.append("")
     for h, findings in per_rank:
-        lines += ["-" * 78, to_text(findings, h).rstrip(), ""]
+        lines += ["-" * 78, to_text(findings, h, verbose).rstrip(), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

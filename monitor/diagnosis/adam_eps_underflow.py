@@ -19,6 +19,7 @@ from __future__ import annotations
 from ..findings import Finding
 from ..history import GroupInfo, History
 from . import fixes
+from .evidence import LayerLine, aggregate
 from .numerics import FORMATS, adam_state_underflow_grad, eps_is_subnormal, eps_rounds_to_zero
 from .observe import (
     adam_family,
@@ -85,8 +86,8 @@ def _state_line(dtype: str, group: GroupInfo) -> str:
             "the update then divides by eps alone")
 
 
-def _observed(history: History, exposed: dict) -> tuple[int, list[str], list[str]] | None:
-    """(step, layers, evidence) of the first update that broke low-precision Adam layers."""
+def _observed(history: History, exposed: dict) -> tuple[int, list[str], list[str], tuple[str, ...]] | None:
+    """(step, layers, evidence, per-layer details) of the first update that broke low-precision Adam layers."""
     at_risk = {layer: dtype for layer in history.run.layers
                if (dtype := state_dtype(history, layer)) in ("float16", "bfloat16")
                and not all(g.fused is True for g in layer_groups(history, layer))}
@@ -94,7 +95,7 @@ def _observed(history: History, exposed: dict) -> tuple[int, list[str], list[str
         return None
     for step, rows in rows_by_step(history).items():
         prev = prev_layer_rows(history, step)
-        hit, lines = [], []
+        hit: list[LayerLine] = []
         for r in rows:
             dtype = at_risk.get(r.layer)
             if dtype is None or not count(r.param_nonfinite):
@@ -103,16 +104,22 @@ def _observed(history: History, exposed: dict) -> tuple[int, list[str], list[str
             if not broke_in_update(r, prev.get(r.layer), step_obs(history, step)):
                 continue
             if (zero is not None and zero >= STATE_ZERO_MIN) or exposed.get(r.layer, ("", ""))[1] == "zero":
-                hit.append(r.layer)
                 share = f"{zero:.0%}" if zero is not None else "not measured"
-                lines.append(f"step {step}: {r.layer} ({dtype}) {r.param_nonfinite} non-finite parameter "
-                             f"elements after optimizer.step(), gradients finite, exp_avg_sq == 0: {share}")
+                hit.append(LayerLine(r.layer, float(r.param_nonfinite), (
+                    f"step {step}: {r.layer} ({dtype}) {r.param_nonfinite} non-finite parameter elements after "
+                    f"optimizer.step(), gradients finite, exp_avg_sq == 0: {share}")))
         if hit:
+            broke = {h.layer for h in hit}
+            shares = [r.state_zero_ratio for r in rows if r.layer in broke and is_num(r.state_zero_ratio)]
+            zeros = f" ({min(shares):.0%}-{max(shares):.0%} of exp_avg_sq == 0)" if shares else ""
+            summary, details = aggregate(f"step {step}: non-finite parameter elements right after optimizer.step() "
+                                         f"with finite gradients{zeros}", hit, lambda v: f"{v:.0f}")
+            lines = [summary]
             fine = [r.layer for r in rows if layer_dtype(history, r.layer) == "float32"
                     and r.param_nonfinite == 0]
             if fine:
-                lines.append(f"step {step}: float32 layers stayed finite: {fmt_layers(fine)}")
-            return step, hit, lines
+                lines.append(f"step {step}: float32 layers stayed finite: {fmt_layers(fine, 3)}")
+            return step, [h.layer for h in hit], lines, details
     return None
 
 
@@ -138,13 +145,15 @@ def rule(history: History) -> list[Finding]:
     pre_lines = []
     if layers:
         dtype, _, group = exposed[layers[0]]
-        pre_lines = [f"{name} updates {len(layers)} layer(s) with {dtype} state directly: {fmt_layers(layers)}",
+        pre_lines = [f"{name} updates {len(layers)} layer(s) with {dtype} state directly: {fmt_layers(layers, 3)}",
                      _eps_line(dtype, group), _state_line(dtype, group)]
     if observed:
-        step, hit, lines = observed
+        step, hit, lines, details = observed
         title = (f"{name}: parameters became non-finite in the update at step {step} "
                  "(sqrt(exp_avg_sq) + eps == 0 in low-precision optimizer state)")
-        return [Finding(CODE, "critical", title, lines + pre_lines, step, hit, _fixes(history))]
+        # the aggregated breakage, then its cause (eps), then the rest
+        ordered = lines[:1] + pre_lines[1:2] + lines[1:] + pre_lines[:1] + pre_lines[2:]
+        return [Finding(CODE, "critical", title, ordered, step, hit, _fixes(history), details)]
     if critical:
         title = (f"{name} eps {group.eps:g} rounds to 0 in {dtype} optimizer state: "
                  "expect NaN/Inf parameters from the first step")

@@ -9,6 +9,7 @@ loss_scale_collapse) ranks right before it, and the other says what it follows f
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 
@@ -64,6 +65,14 @@ RULES: tuple[tuple[str, Rule], ...] = (
 _logged: set[tuple[str, str]] = set()
 
 
+def untrusted(finding: Finding) -> Finding:
+    """A stored finding (record, Prometheus) no rule re-derived: its fixes keep kind and summary but not
+    their snippets, which are code from a file and never offered for pasting or execution."""
+    if not any(f.snippet for f in finding.fixes):
+        return finding
+    return dataclasses.replace(finding, fixes=tuple(dataclasses.replace(f, snippet="") for f in finding.fixes))
+
+
 def _unique(items: Sequence) -> tuple:
     return tuple(dict.fromkeys(items))
 
@@ -84,7 +93,8 @@ def merge(findings: Sequence[Finding]) -> list[Finding]:
         out.append(Finding(
             best.code, min((f.severity for f in group), key=SEVERITIES.index), best.title,
             _unique([e for f in group for e in f.evidence]), min(steps) if steps else None,
-            _unique([x for f in group for x in f.layers]), best.fixes))
+            _unique([x for f in group for x in f.layers]), best.fixes,
+            _unique([d for f in group for d in f.details])))
     return out
 
 
@@ -105,13 +115,13 @@ def run_rules(history: History, rules: Sequence[tuple[str, Rule]] = RULES) -> li
     right before the findings it explains, see findings.rank).
 
     `history.preflight` findings are kept unless a rule produced the same code (the rule saw the same
-    RunInfo plus the observed steps, so its finding wins). Last, `nonfinite_values` adds a finding for
-    non-finite values that nothing above explains (never "healthy" while any was seen). Never raises
-    for a rule's failure.
+    RunInfo plus the observed steps, so its finding wins); kept ones lose their fix snippets
+    (`untrusted`). Last, `nonfinite_values` adds a finding for non-finite values that nothing above
+    explains (never "healthy" while any was seen). Never raises for a rule's failure.
     """
     produced = merge([f for name, rule in rules for f in _run_one(name, rule, history)])
     codes = {f.code for f in produced}
-    kept = [f for f in history.preflight if isinstance(f, Finding) and f.code not in codes]
+    kept = [untrusted(f) for f in history.preflight if isinstance(f, Finding) and f.code not in codes]
     found = produced + merge(kept)
     found += _run_one("nonfinite_values", lambda h: nonfinite_values.check(h, found), history)
     position = {name: i for i, (name, _) in enumerate(rules)}

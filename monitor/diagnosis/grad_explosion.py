@@ -8,6 +8,8 @@ left out), a step t is a spike when norm(t) >= SPIKE (10) x the median of the pr
   SUSTAIN (3) or more sampled steps in t..t+DIVERGE_STEPS (counting t);
 - warning otherwise (an isolated 10-100x spike that training survived).
 Exactly 10x is a spike; 9.99x is not.
+Every fix only mitigates (the monitor cannot see what made the gradient jump): clipping, a lower lr (a
+tenth of the latest one), and a warm-up for a spike within the first WARMUP_STEPS steps.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ WINDOW = 20
 MIN_HISTORY = 5
 DIVERGE_STEPS = 10
 SUSTAIN = 3
+WARMUP_STEPS = 1000  # a warm-up is offered only for a spike within its first steps
 
 
 def _first_spike(norms: list[tuple[int, float]]) -> tuple[int, float, float] | None:
@@ -76,8 +79,10 @@ def rule(history: History) -> list[Finding]:
     if diverged is not None:
         lines.append(f"step {diverged}: non-finite loss, gradients or parameters followed")
     critical = ratio >= CRITICAL or diverged is not None or len(high) >= SUSTAIN
-    setup = fixes.setup_of(history)
+    setup = fixes.setup_of(history)  # the latest lr, not the one at attach time
     fix_list = [fixes.clip_fix(_nice(max(2 * med, 1e-6)), has_loss_scaling(history)),
-                fixes.lr_fix(setup, _nice(setup.lr / 10), setup.lr), fixes.warmup_fix()]
+                fixes.mitigation(fixes.lr_fix(setup, _nice(setup.lr / 10)), "smaller steps survive a spike")]
+    if step <= WARMUP_STEPS:
+        fix_list.append(fixes.warmup_fix(WARMUP_STEPS))
     title = f"Gradient norm spiked {ratio:.0f}x above its recent median at step {step}"
     return [Finding(CODE, "critical" if critical else "warning", title, lines, step, (), fix_list)]

@@ -14,11 +14,13 @@ Fires (critical) at the first step s with non-finite gradients when
 Only a non-finite loss with activations measured finite at s is left to nonfinite_loss; non-finite model
 inputs at s (nonfinite_input) explain everything at s: no finding.
 Layers: the overflowing module when localised, else the float16 layers with non-finite gradients.
+Fixes: for a forward overflow a float32 island around the module (when localised) and bfloat16, never
+loss scaling (it acts after the forward pass); for a backward overflow loss scaling, then bfloat16.
 """
 
 from __future__ import annotations
 
-from ..findings import Finding
+from ..findings import Finding, Fix
 from ..history import History
 from . import fixes
 from .inputs_seen import input_steps
@@ -64,6 +66,20 @@ def _evidence(history: History, step: int, bad: list[str], loss: str, fp32_ok: l
     return lines
 
 
+def _fixes(history: History, module: str | None, forward: bool, ambiguous: bool) -> list[Fix]:
+    """A forward overflow: a float32 island around the module, or bfloat16 - never loss scaling, which
+    acts after the forward pass. A backward overflow: loss scaling that can go below 1 (skips and halves
+    from 2**0, where the gradients overflowed), or bfloat16. Ambiguous: bfloat16 covers both."""
+    setup = fixes.setup_of(history)
+    if forward:
+        return ([fixes.module_fp32_fix(module)] if module else []) + [fixes.bf16_fix(setup)]
+    fp16_params = any(layer_dtype(history, x) == "float16" for x in history.run.layers)
+    scaling = fixes.scaler_fix(setup, fp16_params, log_scale=0.0)
+    if ambiguous:
+        return [fixes.bf16_fix(setup), fixes.mitigation(scaling, "fixes a backward overflow only")]
+    return [scaling, fixes.bf16_fix(setup)]
+
+
 def rule(history: History) -> list[Finding]:
     """See the module docstring."""
     if has_loss_scaling(history) or not fp16_involved(history):
@@ -95,10 +111,11 @@ def rule(history: History) -> list[Finding]:
     if module:
         layers = [module[0]]
         lines += module[1]
-    setup = fixes.setup_of(history)
-    fix_list = [fixes.module_fp32_fix(module[0])] if module else []
-    fp16_params = any(layer_dtype(history, x) == "float16" for x in history.run.layers)
-    fix_list += [fixes.scaler_fix(setup, fp16_params), fixes.bf16_fix(setup)]
+    fix_list = _fixes(history, module[0] if module else None, forward=bool(module) or acts == "nonfinite",
+                      ambiguous=ambiguous)
+    if not module and acts == "nonfinite":
+        lines.append("to run only the overflowing module in float32, name it: monitor.localize(model, run_batch) "
+                     "on a batch that overflows")
     if module or acts == "nonfinite":
         title = f"float16 overflow in the forward pass at step {step}; no loss scaler to skip the step"
     elif ambiguous:

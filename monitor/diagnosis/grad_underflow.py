@@ -78,7 +78,8 @@ def rule(history: History) -> list[Finding]:
              + (f" beyond the float32 layers' {base:.0%}" if base is not None else ""),
              "no loss scaling in use" if not has_loss_scaling(history) else "loss scale <= 1 at these steps"]
     lines += [f"step {start}: {r.layer}: {r.zero_grad_ratio:.0%} zero" for r in worst[:4]]
-    setup = fixes.setup_of(history)
+    setup = fixes.setup_of(history)  # the loss scale starts from the latest loss (Setup.start_log_scale)
+    fp16_params = any(layer_dtype(history, x) == "float16" for x in history.run.layers)
     title = f"float16 gradients underflow to 0 ({share:.0%} of elements) without loss scaling"
     return [Finding(CODE, severity, title, lines, start, [r.layer for r in worst],
-                    [fixes.scaler_fix(setup, True), fixes.bf16_fix(setup)])]
+                    [fixes.scaler_fix(setup, fp16_params), fixes.bf16_fix(setup)])]

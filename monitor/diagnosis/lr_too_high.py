@@ -5,7 +5,9 @@ parameter norm is 0, e.g. a zero-initialised output layer, are left out). One od
 the median. Reported at the start of the first run of >= SUSTAIN (5) consecutive sampled steps with
 that median >= CRITICAL_RATIO (0.1, 100x usual) -> critical, else of >= SUSTAIN steps >= WARN_RATIO
 (0.03, 30x usual) -> warning. 4 steps in a row are not enough; a ratio exactly at a threshold counts.
-The fix proposes lr x 1e-3 / median ratio (one significant digit), from the user's current lr.
+The fix proposes lr x 1e-3 / median ratio (one significant digit), from the lr at the start of that run
+of steps ("now": the latest lr observed); a warm-up only when the lr did not rise before and the run
+starts within the first WARMUP_STEPS steps (it cannot help later).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ USUAL = 1e-3
 WARN_RATIO = 3e-2
 CRITICAL_RATIO = 1e-1
 SUSTAIN = 5
+WARMUP_STEPS = 1000  # a warm-up is offered only for a constant lr too high within its first steps
 
 
 def _medians(history: History) -> list[tuple[int, float, str, float]]:
@@ -65,5 +68,7 @@ def rule(history: History) -> list[Finding]:
     at_start = next((s.lr[0] for s in steps if s.step >= start and s.lr and is_num(s.lr[0])), setup.lr)
     new_lr = float(f"{at_start * USUAL / med:.0e}")
     title = f"Learning rate too high: updates are {med / USUAL:.0f}x the usual size relative to the weights"
-    return [Finding(CODE, severity, title, lines, start, (),
-                    [fixes.lr_fix(setup, new_lr, at_start), fixes.warmup_fix()])]
+    fix_list = [fixes.lr_fix(setup, new_lr)]
+    if change is None and start <= WARMUP_STEPS:  # a constant lr, too high from the first steps on
+        fix_list.append(fixes.warmup_fix(WARMUP_STEPS))
+    return [Finding(CODE, severity, title, lines, start, (), fix_list)]

@@ -13,12 +13,12 @@ from __future__ import annotations
 from ..findings import Finding
 from ..history import History
 from . import fixes
+from .evidence import LayerLine, aggregate
 from .numerics import is_low_precision
 from .observe import (
     adam_family,
     broke_in_update,
     count,
-    fmt_layers,
     layer_dtype,
     prev_layer_rows,
     rows_by_step,
@@ -28,29 +28,29 @@ from .observe import (
 CODE = "nonfinite_after_update"
 
 
-def _from_rows(history: History) -> tuple[int, list[str], list[str]] | None:
+def _from_rows(history: History) -> tuple[int, list[str], list[str], tuple[str, ...]] | None:
     by_step = rows_by_step(history)
     steps = {s.step: s for s in sorted_steps(history)}
     for step, rows in by_step.items():
         prev = prev_layer_rows(history, step)
         hit = [r for r in rows if broke_in_update(r, prev.get(r.layer), steps.get(step))]
         if hit:
-            lines = [f"step {step}: {r.layer} ({layer_dtype(history, r.layer) or 'dtype unknown'}): "
-                     f"gradient finite, {r.param_nonfinite} non-finite parameter elements after the update"
-                     for r in hit[:8]]
-            if len(hit) > 8:
-                lines.append(f"... and {len(hit) - 8} more layers")
-            return step, [r.layer for r in hit], lines
+            items = [LayerLine(r.layer, float(r.param_nonfinite), (
+                f"step {step}: {r.layer} ({layer_dtype(history, r.layer) or 'dtype unknown'}): gradient finite, "
+                f"{r.param_nonfinite} non-finite parameter elements after the update")) for r in hit]
+            summary, details = aggregate(f"step {step}: gradients finite, non-finite parameter elements after the "
+                                         "update", items, lambda v: f"{v:.0f}")
+            return step, [r.layer for r in hit], [summary], details
     return None
 
 
-def _from_steps(history: History) -> tuple[int, list[str], list[str]] | None:
+def _from_steps(history: History) -> tuple[int, list[str], list[str], tuple[str, ...]] | None:
     previous = None
     for s in sorted_steps(history):
         after, grads = count(s.param_nonfinite), count(s.grad_nonfinite)
         if after and grads == 0 and not s.skipped and not (previous and count(previous.param_nonfinite)):
             return s.step, [], [f"step {s.step}: gradients finite, {after} non-finite parameter elements "
-                                "after the update (all layers)"]
+                                "after the update (all layers)"], ()
         previous = s
     return None
 
@@ -60,16 +60,18 @@ def rule(history: History) -> list[Finding]:
     found = _from_rows(history) if history.layers else _from_steps(history)
     if not found:
         return []
-    step, layers, lines = found
+    step, layers, lines, details = found
     setup = fixes.setup_of(history)
     low = [x for x in layers if is_low_precision(layer_dtype(history, x))]
     fix_list = []
     if low or not layers:
         fix_list.append(fixes.master_weights_fix(setup))
     if adam_family(history.run.optimizer):
-        fix_list.append(fixes.eps_fix(setup))
-    fix_list.append(fixes.lr_fix(setup, setup.lr / 10, setup.lr))
+        fix_list.append(fixes.eps_fix(setup))  # Adam's step is ~lr whatever the lr: a lower lr cannot help
+    else:
+        fix_list.append(fixes.mitigation(fixes.lr_fix(setup, float(f"{setup.lr / 10:.0e}")),
+                                         "a smaller update may stay within the weights' dtype"))
     title = f"Parameters became non-finite in optimizer.step() at step {step} although gradients were finite"
     if layers:
-        title += f" ({fmt_layers(layers, 3)})"
-    return [Finding(CODE, "critical", title, lines, step, layers, fix_list)]
+        title += f" ({len(layers)} layer{'s' if len(layers) != 1 else ''})"
+    return [Finding(CODE, "critical", title, lines, step, layers, fix_list, details)]

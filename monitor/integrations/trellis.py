@@ -72,17 +72,18 @@ def watch_trellis(trainer: Any, **watch_options: Any) -> TrellisWatch:
     """Watch a TRELLIS `BasicTrainer`-shaped trainer; call it after `init_models_and_more()` (TRELLIS's
     constructor does). `watch_options`: any `monitor.watch()` option but `scaler` / `loss_scale`,
     which come from `trainer.fp16_mode`. Returns a `TrellisWatch`: `close()` it, or use `with`."""
-    for arg in ("scaler", "loss_scale"):
+    for arg in ("scaler", "loss_scale", "trainer"):
         if arg in watch_options:
-            raise ConfigError(f"watch_trellis(): {arg}= is taken from trainer.fp16_mode; do not pass it")
-    check_option_names(watch_options, [o for o in WATCH_OPTIONS if o not in ("scaler", "loss_scale")],
+            raise ConfigError(f"watch_trellis(): {arg}= is set by watch_trellis itself (scaler / loss_scale from "
+                              "trainer.fp16_mode); do not pass it")
+    check_option_names(watch_options, [o for o in WATCH_OPTIONS if o not in ("scaler", "loss_scale", "trainer")],
                        "watch_trellis()")
     scaling = _scaling(trainer)
     model = _models(trainer)
     if getattr(trainer, "optimizer", None) is None:
         raise ConfigError("watch_trellis(): trainer.optimizer is missing: call watch_trellis() after "
                           "trainer.init_models_and_more()")
-    return TrellisWatch(trainer, watch(model, trainer.optimizer, **scaling, **watch_options))
+    return TrellisWatch(trainer, watch(model, trainer.optimizer, **scaling, trainer="trellis", **watch_options))
 
 
 class TrellisWatch:

@@ -83,7 +83,8 @@ def test_observed_first_step_and_layers() -> None:
     [f] = adam_eps_underflow.rule(broken_at_step_1())
     assert f.severity == "critical" and f.first_step == 1
     assert f.layers == ("blocks.0", "blocks.1")
-    assert any("exp_avg_sq == 0: 97%" in e for e in f.evidence)
+    assert any("exp_avg_sq == 0: 97%" in e for e in f.details)  # per layer: --verbose
+    assert any("of exp_avg_sq == 0" in e and "in 2 layers" in e for e in f.evidence)  # aggregated
     assert any("float32 layers stayed finite" in e and "out_layer" in e for e in f.evidence)
 
 

@@ -36,10 +36,13 @@ def test_broken_record_text(records: dict[str, Path]) -> None:
     out = cli(str(records["broken"]))
     assert out.returncode == 1, out.stderr
     first = out.stdout.split("\n1. ")[1]
-    assert first.startswith("[CRITICAL] adam_eps_underflow") and "first seen at step 1" in first
-    assert "layers: blocks.0, blocks.2" in first
+    assert first.startswith("[CRITICAL] adam_eps_underflow, step 1:")
     assert "torch.optim.AdamW(master, lr=0.0001" in out.stdout  # a concrete snippet
+    assert "layers: blocks.0, blocks.2" not in first and "--verbose" in out.stdout  # short by default
     assert out.stderr == ""
+    full = cli(str(records["broken"]), "--verbose").stdout
+    assert "layers: blocks.0, blocks.2" in full and "per layer:" in full
+    assert full.count('group["eps"] = 0.0001') == 1  # every snippet, each once (a repeat says "same fix as")
 
 
 def test_broken_record_json(records: dict[str, Path]) -> None:

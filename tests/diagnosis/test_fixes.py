@@ -31,7 +31,7 @@ def test_every_snippet_compiles(setup: fixes.Setup) -> None:
 def test_snippets_use_the_users_setup(setup: fixes.Setup) -> None:
     assert "torch.optim.AdamW(master, lr=0.0003" in fixes.master_weights_fix(setup).snippet
     assert "eps=0.0001" in fixes.eps_fix(setup).snippet
-    assert 'torch.amp.GradScaler("cuda")' in fixes.autocast_scaler_fix(setup).snippet
+    assert "torch.amp.GradScaler('cuda')" in fixes.autocast_scaler_fix(setup).snippet
     assert "fused=True" in fixes.fused_fix(setup).snippet
 
 

@@ -17,7 +17,8 @@ def test_fires_at_the_first_broken_update() -> None:
         replace_rows(h, s, None, param_nonfinite=7, grad_nonfinite=7)
     [f] = nonfinite_after_update.rule(h)
     assert (f.severity, f.first_step, f.layers) == ("critical", 4, ("blocks.1",))
-    assert "7 non-finite parameter elements" in f.evidence[0]
+    assert "7 non-finite parameter elements" in f.details[0]
+    assert "in 1 layer; in: blocks.1 (7)" in f.evidence[0]
 
 
 def test_quiet_when_gradients_were_not_finite() -> None:

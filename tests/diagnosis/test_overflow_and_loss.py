@@ -98,7 +98,7 @@ def test_fp16_autocast_counts_as_fp16() -> None:
     h = broken_from(5, loss=0.7, layers=FP32_MODEL)
     h.run = run_info(FP32_MODEL, eps=1e-4, autocast="float16")
     [f] = grad_overflow_no_scaler.rule(h)
-    assert 'GradScaler("cuda")' in f.fixes[0].snippet  # fp32 weights: the GradScaler route
+    assert "GradScaler('cuda'" in f.fixes[0].snippet  # fp32 weights: the GradScaler route
 
 
 # -- nonfinite_forward ------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from .histories import FP16_BLOCKS, FP32_MODEL, codes, healthy, replace_rows, ru
 def test_fp16_without_loss_scaling_warns() -> None:
     [f] = fp16_no_loss_scale.rule(History(run=run_info(eps=1e-4)))
     assert (f.severity, f.first_step, f.layers) == ("warning", 0, ("blocks.0", "blocks.1"))
-    assert [x.kind for x in f.fixes] == ["scaler", "scaler", "dtype"]
+    assert [x.kind for x in f.fixes] == ["scaler", "dtype"]  # by hand with master copies; bfloat16
     [d] = fp16_no_loss_scale.rule(History(run=run_info(scaler="disabled")))
     assert any("enabled=False" in e for e in d.evidence)
 

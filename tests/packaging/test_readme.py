@@ -39,7 +39,7 @@ from .layout import ROOT
 pytestmark = pytest.mark.slow
 
 SHELL_FENCES = {"bash", "sh", "shell"}
-OTHER_FENCES = {"python"}  # code, not commands
+OTHER_FENCES = {"python", "text"}  # code and sample output, not commands
 TOKEN = "glsa_readme_test"
 
 # README command -> why it is not run here.
@@ -77,6 +77,7 @@ ADAPTED = {
     "    --watch --record runs/a.sqlite --port 0": Adapted((("--steps 50", "--steps 3"),)),
     "slat-monitor diagnose runs/a.sqlite": Adapted(status=1),  # critical: adam_eps_underflow
     "slat-monitor demo --eps 1e-4": Adapted((("1e-4", "1e-4 --steps 3"),)),
+    "slat-monitor demo --verbose": Adapted((("--verbose", "--verbose --steps 3"),)),
     "slat-monitor stack --dir .stack": Adapted(
         (("--dir .stack", "--dir .stack --prometheus-port {prometheus} --alertmanager-port {alertmanager}"),),
         ready="Ctrl-C stops the stack"),

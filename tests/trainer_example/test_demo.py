@@ -48,3 +48,23 @@ def test_gpu_check_without_cuda_says_so(capsys: pytest.CaptureFixture[str]) -> N
         pytest.skip("a GPU is present")
     assert gpu_check.main([]) == 1
     assert "no CUDA device" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_demo_162_output_is_short_and_the_rest_one_flag_away(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue #13: the default demo (TRELLIS #162) prints at most 40 lines (12 steps print the same lines as
+    the default 50: step 1, step 2, then NaN to the end); --verbose (demo or diagnose) adds every evidence
+    line, the per-layer details and every fix's code."""
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["demo", "--steps", "12", "--record", "demo.sqlite"]) == 0  # prints what 50 steps do
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) <= 40, out
+    assert "adam_eps_underflow" in out and "13 more (--verbose)" in out
+    assert out.count("# once, after the model") == 1  # one snippet: the top finding's first fix
+    assert cli_main(["diagnose", "demo.sqlite", "--verbose"]) == 1
+    full = capsys.readouterr().out
+    assert len(full.splitlines()) > 2 * len(out.splitlines())
+    assert "per layer:" in full and 'group["eps"] = 0.0001' in full and "same fix as 1(1)" in full
+    assert cli_main(["demo", "--steps", "2", "--quiet", "--verbose", "--record", "v.sqlite"]) == 0
+    assert "per layer:" in capsys.readouterr().out
