@@ -34,9 +34,10 @@ import torch
 from torch import nn
 
 import monitor
+from monitor.example.apply_fix import FixRunner
 from monitor.findings import Finding, Fix
 
-__all__ = ["SCENARIOS", "Outcome", "apply_fix", "main", "run"]
+__all__ = ["SCENARIOS", "Outcome", "apply_fix", "iterate", "main", "run"]
 
 INPUTS, NEW = 16, 16  # inputs always on; inputs that wake up (input-wakes)
 LR = {"input-wakes": 3e-3, "grad-scale": 1e-2, "grad-ramp": 1e-2, "lr-jump": 1e-3, "clean": 3e-3}
@@ -72,23 +73,22 @@ def model_for(scenario: str, seed: int) -> nn.Module:
     return model
 
 
-def apply_fix(fix: Fix, model: nn.Module) -> tuple[torch.optim.Optimizer, Callable[[], None]]:
-    """Execute a fix snippet as its comments say: the lines before "# every step" once (they must define
-    `optimizer`); returns it and `step()`, to call after loss.backward(): the per-step lines, then
-    optimizer.step() unless those lines make the step themselves."""
-    setup, _, per_step = fix.snippet.partition("# every step")
-    per_step = per_step.partition("\n")[2]
-    ns: dict = {"torch": torch, "model": model}
-    exec(compile(setup, f"<{fix.kind} fix>", "exec"), ns)  # noqa: S102 - our own generated snippet
-    code = compile(per_step, f"<{fix.kind} fix, per step>", "exec")
-    steps_itself = "optimizer.step()" in per_step
+def apply_fix(fix: Fix, model: nn.Module, optimizer: torch.optim.Optimizer) -> FixRunner:
+    """`fix` applied as its snippet is written (the snippet contract): its setup runs now, against `model`
+    and `optimizer`; the runner's `optimizer` is the one to train with, and, when the fix replaces the
+    iteration, `runner.iteration(batch, compute_loss)` is one training iteration."""
+    return FixRunner(fix, model, optimizer, None)
 
-    def step() -> None:
-        exec(code, ns)  # noqa: S102
-        if not steps_itself:
-            ns["optimizer"].step()
 
-    return ns["optimizer"], step
+def iterate(runner: FixRunner | None, optimizer: torch.optim.Optimizer, model: nn.Module, batch: object,
+            compute_loss: Callable[[nn.Module, object], torch.Tensor]) -> None:
+    """One training iteration: the fix's own when it replaces the loop's, else forward, backward, step."""
+    if runner is not None and runner.replaces_iteration:
+        runner.iteration(batch, compute_loss)
+        return
+    optimizer.zero_grad(set_to_none=True)
+    compute_loss(model, batch).backward()
+    optimizer.step()
 
 
 def run(scenario: str, seed: int = 0, steps: int = 400, change: int = 300, fix: Fix | None = None,
@@ -98,14 +98,13 @@ def run(scenario: str, seed: int = 0, steps: int = 400, change: int = 300, fix: 
     scenario's factor (wake-up input scale, loss weight, lr factor) instead of its default; `bad_batch`:
     a step whose targets are multiplied by `bad_targets` (a planted one-step spike)."""
     model = model_for(scenario, seed)
-    if fix is None:
-        opt = torch.optim.AdamW(model.parameters(), lr=LR[scenario], weight_decay=0.0)
-        step_fn = opt.step
-    else:
-        opt, step_fn = apply_fix(fix, model)
+    opt = torch.optim.AdamW(model.parameters(), lr=LR[scenario], weight_decay=0.0)
+    runner = None if fix is None else apply_fix(fix, model, opt)
+    opt = opt if runner is None else runner.optimizer
     gen = torch.Generator().manual_seed(seed + 1)
     teacher = torch.randn(INPUTS, generator=gen)
-    losses = []
+    losses: list[float] = []
+    seen: list[torch.Tensor] = []
     with monitor.watch(model, opt, port=None, run=f"{scenario}-{seed}", record=record) as w:
         for step in range(1, steps + 1):
             x = torch.randn(64, INPUTS + NEW, generator=gen)
@@ -118,12 +117,16 @@ def run(scenario: str, seed: int = 0, steps: int = 400, change: int = 300, fix: 
             weight = (scale or GRAD_SCALE) if scenario == "grad-scale" and step >= change else 1.0
             if scenario == "grad-ramp" and step >= change:
                 weight = min(scale or GRAD_SCALE, RAMP ** (step - change + 1))
-            opt.zero_grad(set_to_none=True)
-            loss = nn.functional.mse_loss(model(x), y)
-            w.observe_loss(loss)
-            (loss * weight).backward()
-            step_fn()
-            losses.append(float(loss.detach()))
+
+            def compute_loss(m: nn.Module, b: tuple[torch.Tensor, torch.Tensor], weight: float = weight
+                             ) -> torch.Tensor:
+                loss = nn.functional.mse_loss(m(b[0]), b[1])
+                w.observe_loss(loss)
+                seen.append(loss.detach())
+                return loss * weight
+
+            iterate(runner, opt, model, (x, y), compute_loss)
+            losses.append(float(seen[-1]))
     return _outcome(scenario, seed, change, w, losses)
 
 

@@ -27,7 +27,7 @@ CODE = "nonfinite_input"
 SHOWN = 4  # inputs listed for the first step
 REPEAT_STEPS = 3
 
-DATA_FIX = Fix("data", "Check every batch with torch.isfinite before the forward pass; skip (and log) a bad one, "
+DATA_FIX = Fix("data", "Check every batch with torch.isfinite before the forward pass and skip a bad one. Log it, "
                "then repair the loader or the sample that produced it.", '''\
 def batch_is_finite(*tensors):
     """False when a floating-point tensor of the batch holds NaN or Inf."""

@@ -34,7 +34,7 @@ def test_lag_warning_names_the_layer_one_step_before_the_spike(wakes) -> None:
     top = found[0]
     assert (top.code, top.severity, top.first_step) == ("adam_second_moment_lag", "warning", CHANGE)
     assert top.layers[0] == "0"  # the first Linear: the one whose inputs woke up
-    assert top.fixes[0].kind == "betas" and "betas=(0.9, 0.95)" in top.fixes[0].snippet
+    assert top.fixes[0].kind == "betas" and 'group["betas"] = (0.9, 0.95)' in top.fixes[0].snippet
     spike = next(f for f in found if f.code == "loss_spike")
     assert spike.first_step == CHANGE + 1 and spike.severity == "warning"
     assert any("adam_second_moment_lag" in line for line in spike.evidence)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from monitor.diagnosis import fixes, run_rules
+from monitor.diagnosis import fixes, nonfinite_input, run_rules, stability_fixes
 from monitor.diagnosis.report import headline
 from monitor.diagnosis.snippets import CONTRACT_NAMES, ITERATION_HEADER, sections
 from monitor.findings import FIX_WHERE, Fix
@@ -29,7 +29,10 @@ def builders(s: fixes.Setup) -> list[Fix]:
     return [fixes.master_weights_fix(s), fixes.fused_fix(s), fixes.eps_fix(s), fixes.amsgrad_fix(s),
             fixes.autocast_scaler_fix(s), fixes.manual_loss_scale_fix(s), fixes.bf16_fix(s),
             fixes.module_fp32_fix("blocks.0"), fixes.clip_fix(0.5, False), fixes.lr_fix(s, 1e-4),
-            fixes.warmup_fix(10), fixes.loss_eps_fix("float32")]
+            fixes.warmup_fix(10), fixes.loss_eps_fix("float32"),
+            # the second-round signatures' and the bad-data fix (torchao's stochastic rounding is not installed here)
+            stability_fixes.rounding_master_fix(s), stability_fixes.raise_lr_fix(s, 1e-3, "why"),
+            stability_fixes.beta2_fix(s), stability_fixes.update_clipping_fix(s), nonfinite_input.DATA_FIX]
 
 
 def compute_loss(model: nn.Module, b: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -69,7 +72,8 @@ def test_every_builder_runs_as_written(fix: Fix) -> None:
 
 
 def test_snippets_name_only_the_contract_and_what_they_define() -> None:
-    allowed_builtins = {"zip", "min", "max", "all", "any", "next", "bool", "float", "isinstance", "range", "type"}
+    allowed_builtins = {"zip", "min", "max", "all", "any", "next", "bool", "float", "isinstance", "range", "type",
+                        "dict"}
     for fix in builders(CPU):
         tree = ast.parse(fix.snippet)
         defined = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import monitor
-from bench.lead_time import apply_fix
+from bench.lead_time import apply_fix, iterate
 from monitor.diagnosis import update_rounds_away
 from monitor.history import History
 from tests.models import Fp16Blocks, batch
@@ -34,12 +34,17 @@ def train(lr: float, steps: int = STEPS, fix=None) -> tuple[list, dict[str, list
     gradient share, final findings, model); a fixed batch, so every step asks for the same direction."""
     torch.manual_seed(0)
     model = Fp16Blocks(torch.bfloat16)
-    opt, step_fn = (torch.optim.AdamW(model.parameters(), lr=lr), None) if fix is None else apply_fix(fix, model)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    runner = None if fix is None else apply_fix(fix, model, opt)  # the snippet, executed as written
+    opt = opt if runner is None else runner.optimizer
     x, y = batch(0)
     excess: dict[str, list[float]] = {name: [] for name in layers_of(model)}
     with monitor.watch(model, opt, port=None) as w:
         pre = w.findings()
         for _ in range(steps):
+            if runner is not None:
+                iterate(runner, opt, model, (x, y), lambda m, b: observed(w, nn.functional.mse_loss(m(b[0]), b[1])))
+                continue
             before = {n: [p.detach().clone() for p in m.parameters()] for n, m in layers_of(model).items()}
             opt.zero_grad(set_to_none=True)
             model.zero_grad(set_to_none=True)
@@ -47,13 +52,18 @@ def train(lr: float, steps: int = STEPS, fix=None) -> tuple[list, dict[str, list
             w.observe_loss(loss)
             loss.backward()
             zero = {n: sum(int((p.grad == 0).sum()) for p in m.parameters()) for n, m in layers_of(model).items()}
-            (step_fn or opt.step)()
+            opt.step()
             for n, m in layers_of(model).items():
                 same = sum(int((a == b).sum()) for a, b in zip(before[n], m.parameters()))
                 excess[n].append((same - zero[n]) / sum(p.numel() for p in m.parameters()))
         model(x)  # under the master-weights fix the monitor reads the copied-back weights at the next forward
         found = w.findings()
     return pre, excess, found, model
+
+
+def observed(w: monitor.Watcher, loss: torch.Tensor) -> torch.Tensor:
+    w.observe_loss(loss)
+    return loss
 
 
 def half_ulp(x: float, dtype: torch.dtype) -> float:
@@ -176,4 +186,4 @@ def test_every_new_snippet_compiles_with_the_users_numbers() -> None:
         compile(fix.snippet, f"<{fix.kind}>", "exec")
     assert "_AdamW(model.parameters(), lr=3e-05" in built[1].snippet
     assert built[1].snippet.endswith("bf16_stochastic_round=True)")
-    assert 'group["lr"] = 0.0005' in built[2].snippet and "betas=(0.9, 0.95)" in built[3].snippet
+    assert 'group["lr"] = 0.0005' in built[2].snippet and 'group["betas"] = (0.9, 0.95)' in built[3].snippet
