@@ -90,8 +90,26 @@ def open_page(page: Any, url: str, wait_text: str) -> str:
     (monitor.dashboard.mdtext.JOINER, invisible) removed."""
     page.goto(url, timeout=60_000)
     page.get_by_text(wait_text).first.wait_for(timeout=60_000)
-    page.wait_for_selector("[data-testid=stStatusWidget]", state="detached", timeout=60_000)
+    # The script run is over (Streamlit's own end-to-end tests wait on this attribute); the status
+    # widget is no sign of it: it shows only after a run has lasted a while.
+    page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=60_000)
     return page.inner_text("[data-testid=stApp]").replace("\u2060", "")
+
+
+def hover_tooltip(page: Any, chart: Any) -> Any:
+    """Hover over the right part of `chart` (where its NaN band is) until Vega shows a tooltip; the
+    tooltip element. Vega lays the chart out after the script run ends, so this retries for a while."""
+    chart.scroll_into_view_if_needed()
+    chart.locator("canvas, svg").first.wait_for(timeout=30_000)
+    tip = page.locator("#vg-tooltip-element.visible")
+    for _ in range(40):
+        box = chart.bounding_box()
+        page.mouse.move(box["x"] + 5, box["y"] + 5)
+        page.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.6, steps=4)
+        if tip.count() and tip.is_visible():
+            return tip
+        page.wait_for_timeout(250)
+    raise AssertionError("no chart tooltip appeared")
 
 
 def assert_inert(page: Any) -> None:
@@ -110,6 +128,10 @@ def test_hostile_record_and_run_link_render_as_text(served, browser) -> None:
     for hostile in (RUN, QUERY_RUN, DETAIL):
         assert hostile in shown, hostile
     assert "2 critical" in text and "Layers: dtypes and optimizer state (7)" in text
+    # A chart's tooltip: the NaN band of the per-layer grad-norm chart names the layers (Vega escapes them).
+    tip = hover_tooltip(browser, browser.locator("[data-testid=stVegaLiteChart]").nth(4))
+    assert LAYERS[1] in tip.inner_text() and "<script" not in tip.inner_html().lower()
+    assert tip.evaluate("t => t.querySelectorAll('script, img, a, iframe').length") == 0
 
 
 def test_hostile_query_parameters_are_refused_as_text(served, browser) -> None:
