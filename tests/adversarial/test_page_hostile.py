@@ -178,7 +178,7 @@ def test_records_outside_the_folder_are_refused_alike(limited) -> None:
     env = {"SLATMON_RECORDS_DIR": str(inner)}
     words = []
     for asked in (str(outer / "secret.sqlite"), str(outer / "missing.sqlite"), "../outside/secret.sqlite",
-                  "../outside/missing.sqlite", "link.sqlite", "/etc/passwd", "/nonexistent/x"):
+                  "../outside/missing.sqlite", "link.sqlite", "/etc/passwd", "/nonexistent/x", "a\x00.sqlite"):
         at = app_page(query={"record": asked}, env=env)
         (error,) = _errors(at)
         assert error == (f"refused: this page opens run records under {inner.resolve()} only, and {asked!r} is not "
