@@ -10,6 +10,7 @@ One `slat-monitor triage` server and one Chromium serve every browser case (each
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -192,6 +193,25 @@ def test_records_outside_the_folder_are_refused_alike(limited) -> None:
     at = app_page(env=env)
     at.text_input(key="record").input(str(outer / "secret.sqlite")).run()
     assert _errors(at)[0].startswith("refused: this page opens run records under")
+
+
+def test_a_damaged_record_is_one_escaped_message(app_page, served, tmp_path: Path) -> None:
+    """A record cut in half (named like a link) and one whose event detail is not JSON: one error box
+    each, no traceback, nothing else drawn; the link-like name is shown literally, escaped."""
+    whole = (served[1] / "hostile.sqlite").read_bytes()
+    linky = "[x](javascript:alert(1))"
+    (tmp_path / f"{linky}.sqlite").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "events.sqlite").write_bytes(whole)
+    with sqlite3.connect(tmp_path / "events.sqlite") as conn:
+        conn.execute("UPDATE slatmon_events SET detail = '{not json'")
+    shown = {}
+    for name, words in ((f"{linky}.sqlite", "is not a slat-monitor run record"), ("events.sqlite", "could not read")):
+        at = app_page(query={"record": name}, env={"SLATMON_RECORDS_DIR": str(tmp_path)})
+        (error,) = at.error
+        shown[name] = error.value
+        assert words in plain(error.value) and not at.expander and not at.metric and not at.dataframe, name
+    raw = shown[f"{linky}.sqlite"]
+    assert linky in plain(raw) and "[x](" not in raw and "\\[x\\]" in raw  # literal, escaped
 
 
 def test_only_the_start_up_prometheus_and_valid_lookbacks(app_page) -> None:
