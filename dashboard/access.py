@@ -61,19 +61,26 @@ def limits(argv: Sequence[str] = (), env: Mapping[str, str] | None = None) -> Li
     return Limits(records_dir=Path(os.path.realpath(Path(folder).expanduser())), prometheus=prometheus.strip())
 
 
-def inside(path: str | os.PathLike[str], folder: Path) -> Path | None:
-    """`path` (relative ones taken from `folder`) with symlinks and `..` resolved, when that is a regular
-    file under `folder`; None otherwise."""
-    resolved = Path(os.path.realpath(folder / Path(path).expanduser()))
-    if not resolved.is_relative_to(folder):
+def _resolve(path: str | os.PathLike[str], folder: Path) -> Path | None:
+    """`path` (relative ones taken from `folder`) with `~`, symlinks and `..` resolved, when that lies
+    under `folder`; None otherwise, and for a path that is no path at all (a NUL byte in it)."""
+    try:
+        resolved = Path(os.path.realpath(folder / Path(path).expanduser()))
+    except (ValueError, OSError):
         return None
-    return resolved if resolved.is_file() else None
+    return resolved if resolved.is_relative_to(folder) else None
+
+
+def inside(path: str | os.PathLike[str], folder: Path) -> Path | None:
+    """`path` resolved (_resolve()) when that is a regular file under `folder`; None otherwise."""
+    resolved = _resolve(path, folder)
+    return resolved if resolved is not None and resolved.is_file() else None
 
 
 def _record_problem(requested: str, lim: Limits) -> tuple[str, str | None]:
     """(the resolved path, why it may not be opened or None)."""
-    resolved = Path(os.path.realpath(lim.records_dir / Path(requested).expanduser()))
-    if not resolved.is_relative_to(lim.records_dir):
+    resolved = _resolve(requested, lim.records_dir)
+    if resolved is None:
         # The same words for a missing and an existing file: nothing is said about what lies outside.
         return requested, (f"refused: this page opens run records under {lim.records_dir} only, and {requested!r} "
                            "is not there (start it with slat-monitor triage --records-dir DIR to open another folder)")

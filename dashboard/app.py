@@ -70,7 +70,7 @@ def sidebar(initial: Source, lim: Limits) -> Source:
     kind = st.sidebar.radio("Read from", kinds, index=kinds.index(start), format_func=KIND_LABELS.get, key="kind")
     if kind == "record":
         record = st.sidebar.text_input("Run record path", value=initial.record, key="record",
-                                       placeholder="RUN.sqlite", help=f"a run record under {lim.records_dir}")
+                                       placeholder="RUN.sqlite", help=escape(f"a run record under {lim.records_dir}"))
         chosen = replace(initial, kind="record", record=record.strip())
     else:
         st.sidebar.text_input("Prometheus URL", value=lim.prometheus or "none: start with --prometheus URL",

@@ -2,9 +2,8 @@
 
 A small ThreadingHTTPServer (daemon threads) instead of prometheus_client's `start_http_server`,
 whose per-sample validation makes a 10,000-layer scrape take seconds (bench/export_cost.py).
-Requests whose Host header names neither a loopback name nor the bound address get 403 and no data
-(DNS rebinding: a web page on another site resolving its own name to 127.0.0.1); bound to 0.0.0.0 or
-:: any Host is accepted, as Prometheus may scrape the machine by any of its names or addresses.
+A request whose Host header names neither a loopback name nor the bound address gets 403 and no data
+(DNS rebinding, export/hosts.py); bound to 0.0.0.0 or :: any Host is accepted.
 """
 
 from __future__ import annotations
@@ -15,12 +14,12 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 from ..findings import Finding
 from ..history import Event, RunInfo
 from ..snapshot import Counters, Snapshot
+from .hosts import allowed_hosts, host_allowed
 from .prometheus import SnapshotCollector
 from .text import CONTENT_TYPE, LabelCache, render
 
@@ -42,30 +41,6 @@ class _Server(ThreadingHTTPServer):
         """A request that failed outside do_GET (a scraper that hung up mid-response): logged at debug
         level, not socketserver's traceback on the training process's stderr; the server goes on."""
         log.debug("slat-monitor: metrics request from %s failed", client_address, exc_info=True)
-
-
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
-
-
-def allowed_hosts(bound: str) -> frozenset[str] | None:
-    """Host names a request may name for an endpoint bound to `bound`; None: any (a wildcard address)."""
-    if bound in ("", "0.0.0.0", "::"):
-        return None
-    return LOOPBACK_NAMES | {bound.strip("[]").lower()}
-
-
-def host_allowed(header: str | None, allowed: frozenset[str] | None) -> bool:
-    """Whether a request with this Host header (port ignored) may be answered."""
-    if allowed is None:
-        return True
-    try:
-        parts = urlsplit(f"//{header or ''}")
-        _ = parts.port  # raises for a port that is not a number
-    except ValueError:  # e.g. "[" or "host:port"
-        return False
-    if parts.username is not None or parts.path or parts.query or parts.fragment:
-        return False
-    return parts.hostname is not None and parts.hostname.rstrip(".") in allowed
 
 
 class _Handler(BaseHTTPRequestHandler):

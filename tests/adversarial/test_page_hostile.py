@@ -10,7 +10,7 @@ One `slat-monitor triage` server and one Chromium serve every browser case (each
 
 from __future__ import annotations
 
-import socket
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from tests.dashboard.conftest import APP, ENV_VARS
 from tests.dashboard.runs import plain
 
 from .hostile_inputs import DETAIL, LAYERS, QUERY_RUN, REPLY, RUN, XSS, HostilePrometheus, hostile_record
+from .page_checks import assert_inert, bare_streamlit, handshake, hover_tooltip, open_page
 
 # -- one server, one browser -------------------------------------------------------------------------------
 
@@ -63,56 +64,6 @@ def browser(served) -> Iterator[Any]:
             yield page
         finally:
             chromium.close()
-
-
-# Everything in the page that could navigate, load or run something and came from the data: inline
-# handlers, links or sources naming the hostile hosts or schemes, script/frame/image elements, links.
-FOREIGN = """() => {
-  const root = document.querySelector('[data-testid=stApp]') || document.body;
-  const risky = ['href', 'src', 'srcset', 'action', 'formaction', 'xlink:href', 'data', 'style', 'poster'];
-  const found = [];
-  for (const el of root.querySelectorAll('*')) {
-    for (const a of el.attributes) {
-      const v = a.value.toLowerCase();
-      if (a.name.startsWith('on') || (risky.includes(a.name) && (v.includes('evil.example')
-          || v.includes('javascript:') || v === 'x')))
-        found.push(el.tagName + ' ' + a.name + '=' + a.value);
-    }
-    if (['SCRIPT', 'IFRAME', 'OBJECT', 'EMBED', 'IMG'].includes(el.tagName)) found.push(el.outerHTML.slice(0, 120));
-    if (el.tagName === 'A' && !(el.getAttribute('href') || '').startsWith('#')) found.push(el.outerHTML.slice(0, 120));
-  }
-  return found;
-}"""
-
-
-def open_page(page: Any, url: str, wait_text: str) -> str:
-    """Load `url`, wait for `wait_text` and the end of the script run; the visible text, word joiners
-    (monitor.dashboard.mdtext.JOINER, invisible) removed."""
-    page.goto(url, timeout=60_000)
-    page.get_by_text(wait_text).first.wait_for(timeout=60_000)
-    page.wait_for_selector("[data-testid=stStatusWidget]", state="detached", timeout=60_000)
-    return page.inner_text("[data-testid=stApp]").replace("\u2060", "")
-
-
-def hover_tooltip(page: Any, chart: Any) -> Any:
-    """Hover over the right part of `chart` (where its NaN band is) until Vega shows a tooltip; the
-    tooltip element. Vega lays the chart out after the script run ends, so this retries for a while."""
-    chart.scroll_into_view_if_needed()
-    chart.locator("canvas, svg").first.wait_for(timeout=30_000)
-    tip = page.locator("#vg-tooltip-element.visible")
-    for _ in range(40):
-        box = chart.bounding_box()
-        page.mouse.move(box["x"] + 5, box["y"] + 5)
-        page.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.6, steps=4)
-        if tip.count() and tip.is_visible():
-            return tip
-        page.wait_for_timeout(250)
-    raise AssertionError("no chart tooltip appeared")
-
-
-def assert_inert(page: Any) -> None:
-    assert page.evaluate(FOREIGN) == []
-    assert page.dialogs == []
 
 
 def test_hostile_record_and_run_link_render_as_text(served, browser) -> None:
@@ -162,22 +113,25 @@ def test_dns_rebinding_page_gets_no_data(served, browser) -> None:
     assert_inert(browser)
 
 
-def _handshake(port: int, host: str) -> str:
-    """The status line Streamlit answers to a WebSocket handshake naming `host`."""
-    request = (f"GET /_stcore/stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-               f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-               f"Origin: http://{host}\r\n\r\n")
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(request.encode())
-        return s.recv(4096).decode(errors="replace").split("\r\n", 1)[0]
+def test_the_page_checks_the_host_itself_under_a_bare_streamlit_run(served, browser, tmp_path: Path) -> None:
+    """`streamlit run dashboard/app.py` by hand sets no `server.allowedHosts`: Streamlit accepts the
+    rebinding page's WebSocket, and the page's own check (st.context.headers) must refuse it before
+    reading the record the link names."""
+    _, records = served
+    with bare_streamlit({"SLATMON_RECORDS_DIR": str(records)}, tmp_path / "bare.log") as url:
+        port = url.rsplit(":", 1)[1]
+        text = open_page(browser, f"http://evil.example:{port}/?record=hostile.sqlite", "slat-monitor triage")
+    assert f"refused: this page was opened as 'evil.example:{port}', a name it does not answer to" in text
+    assert "Findings" not in text and "Source" not in text and "hostile" not in text
+    assert_inert(browser)
 
 
 def test_foreign_host_header_is_refused_by_the_server(served) -> None:
     port = int(served[0].rsplit(":", 1)[1])
-    assert " 101 " in _handshake(port, f"127.0.0.1:{port}")
-    assert " 101 " in _handshake(port, f"localhost:{port}")
+    assert " 101 " in handshake(port, f"127.0.0.1:{port}")
+    assert " 101 " in handshake(port, f"localhost:{port}")
     for host in (f"evil.example:{port}", f"127.0.0.1.evil.example:{port}", "evil.example"):
-        assert " 403 " in _handshake(port, host), host
+        assert " 403 " in handshake(port, host), host
 
 
 # -- the limits, through AppTest (no browser) --------------------------------------------------------------
@@ -225,7 +179,7 @@ def test_records_outside_the_folder_are_refused_alike(limited) -> None:
     env = {"SLATMON_RECORDS_DIR": str(inner)}
     words = []
     for asked in (str(outer / "secret.sqlite"), str(outer / "missing.sqlite"), "../outside/secret.sqlite",
-                  "../outside/missing.sqlite", "link.sqlite", "/etc/passwd", "/nonexistent/x"):
+                  "../outside/missing.sqlite", "link.sqlite", "/etc/passwd", "/nonexistent/x", "a\x00.sqlite"):
         at = app_page(query={"record": asked}, env=env)
         (error,) = _errors(at)
         assert error == (f"refused: this page opens run records under {inner.resolve()} only, and {asked!r} is not "
@@ -241,6 +195,25 @@ def test_records_outside_the_folder_are_refused_alike(limited) -> None:
     assert _errors(at)[0].startswith("refused: this page opens run records under")
 
 
+def test_a_damaged_record_is_one_escaped_message(app_page, served, tmp_path: Path) -> None:
+    """A record cut in half (named like a link) and one whose event detail is not JSON: one error box
+    each, no traceback, nothing else drawn; the link-like name is shown literally, escaped."""
+    whole = (served[1] / "hostile.sqlite").read_bytes()
+    linky = "[x](javascript:alert(1))"
+    (tmp_path / f"{linky}.sqlite").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "events.sqlite").write_bytes(whole)
+    with sqlite3.connect(tmp_path / "events.sqlite") as conn:
+        conn.execute("UPDATE slatmon_events SET detail = '{not json'")
+    shown = {}
+    for name, words in ((f"{linky}.sqlite", "is not a slat-monitor run record"), ("events.sqlite", "could not read")):
+        at = app_page(query={"record": name}, env={"SLATMON_RECORDS_DIR": str(tmp_path)})
+        (error,) = at.error
+        shown[name] = error.value
+        assert words in plain(error.value) and not at.expander and not at.metric and not at.dataframe, name
+    raw = shown[f"{linky}.sqlite"]
+    assert linky in plain(raw) and "[x](" not in raw and "\\[x\\]" in raw  # literal, escaped
+
+
 def test_only_the_start_up_prometheus_and_valid_lookbacks(app_page) -> None:
     at = app_page(query={"prometheus": "http://127.0.0.1:1/"})
     assert _errors(at) == ["refused: this page reads only the one given at start (slat-monitor triage "
@@ -251,6 +224,8 @@ def test_only_the_start_up_prometheus_and_valid_lookbacks(app_page) -> None:
     at = app_page(env={"SLATMON_PROMETHEUS": "http://127.0.0.1:1"})  # the sidebar shows it, fixed
     field = at.text_input(key="prometheus")
     assert field.value == "http://127.0.0.1:1" and field.disabled
+    at.text_input(key="lookback").input("7d] or vector(1").run()  # typed into the sidebar
+    assert _errors(at)[0].startswith("lookback '7d] or vector(1' is not a PromQL duration")
     for lookback in ("7d] or vector(1", "1h;", "", "d7", "1.5h"):
         at = app_page(query={"lookback": lookback or " "}, env={"SLATMON_PROMETHEUS": "http://127.0.0.1:1"})
         assert _errors(at)[0].startswith(f"lookback {(lookback or ' ')!r} is not a PromQL duration"), lookback

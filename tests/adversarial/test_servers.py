@@ -24,7 +24,7 @@ import torch
 
 import monitor
 from monitor.cli import main
-from monitor.export.server import allowed_hosts, host_allowed
+from monitor.export.hosts import allowed_hosts, host_allowed
 from monitor.ops.redact import MASK, is_loopback, redact_text, redact_url
 from tests.models import Fp16Blocks, watched_step
 from tests.ops.fake_grafana import FakeGrafana

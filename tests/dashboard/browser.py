@@ -69,7 +69,7 @@ def capture(url: str, wait_text: str, screenshot: Path, height: int = 1800) -> s
             page.goto(url, timeout=60_000)
             page.get_by_text(wait_text).first.wait_for(timeout=60_000)
             page.get_by_text("Events", exact=True).wait_for(timeout=60_000)  # the last section
-            page.wait_for_selector("[data-testid=stStatusWidget]", state="detached", timeout=60_000)
+            page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=60_000)
             page.locator("[data-testid=stVegaLiteChart] canvas, [data-testid=stVegaLiteChart] svg").first.wait_for(
                 timeout=60_000)
             page.wait_for_timeout(1000)  # let vega finish laying out the charts
