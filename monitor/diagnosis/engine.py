@@ -27,6 +27,7 @@ from . import (
     nonfinite_forward,
     nonfinite_loss,
     nonfinite_values,
+    record_incomplete,
 )
 
 __all__ = ["RULES", "Rule", "merge", "run_rules"]
@@ -48,6 +49,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("lr_schedule_on_skip", lr_schedule_on_skip.rule),
     ("fp16_no_loss_scale", fp16_no_loss_scale.rule),
     ("fp16_optimizer_state", fp16_optimizer_state.rule),
+    ("record_incomplete", record_incomplete.rule),
 )
 
 _logged: set[tuple[str, str]] = set()
