@@ -26,6 +26,7 @@ log = logging.getLogger("monitor")
 
 BUSY_TIMEOUT_S = 0.5  # how long one write waits for another process's lock before it counts as failed
 _SIDE = ("-wal", "-shm")
+PAGE_SIZE = 8192  # three blocks of a 100-layer step fit a page (4096: one, the rest of the page empty)
 
 
 @dataclass
@@ -112,6 +113,7 @@ def _claim(record: str, path: str) -> bool:
 def _initialise(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
     try:
+        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # before WAL mode and the first table: fixed after
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.executescript(ddl())

@@ -31,6 +31,10 @@ class _Bad(Exception):
     """Where a damaged value sits; turned into a RecordError with the path by read_record."""
 
 
+class _Newer(Exception):
+    """A record of a schema this version does not know."""
+
+
 @contextlib.contextmanager
 def _gc_paused() -> Iterator[None]:
     """Millions of LayerObs are made in a row and none is garbage: collections during that only cost time."""
@@ -58,6 +62,8 @@ def read_record(path: str | os.PathLike[str]) -> History:
             return _load(conn)
     except _Bad as exc:
         raise RecordError(f"{str(p)!r} is a damaged run record: {exc}") from None
+    except _Newer as exc:
+        raise RecordError(f"the run record {str(p)!r} was {exc}") from None
     except sqlite3.Error as exc:
         raise RecordError(f"{str(p)!r} is not a slat-monitor run record or is damaged ({exc})") from None
     except OSError as exc:
@@ -83,8 +89,8 @@ def _schema(meta: dict[str, Any], tables: set[str]) -> int:
     if not isinstance(schema, int) or isinstance(schema, bool) or schema < 1:
         raise _Bad(f"slatmon_meta row 'schema' holds {schema!r}, expected a schema version (1-{SCHEMA_VERSION})")
     if schema > SCHEMA_VERSION:
-        raise RecordError(f"the run record was written by a newer slat-monitor (schema {schema}; this version "
-                          f"reads 1-{SCHEMA_VERSION}): upgrade slat-monitor to read it")
+        raise _Newer(f"written by a newer slat-monitor (schema {schema}; this version reads 1-{SCHEMA_VERSION}): "
+                     "upgrade slat-monitor to read it")
     needed = {"slatmon_steps", "slatmon_events"} | (
         {"slatmon_layers"} if schema == 1 else {"slatmon_layer_names", "slatmon_layer_blocks"})
     if needed - tables:

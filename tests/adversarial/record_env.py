@@ -75,7 +75,10 @@ class Locker:
 
 
 def checksums(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+    """Every file under `folder` (relative path -> sha256). Never on a record being written in this process:
+    closing a descriptor of it drops the writer's locks."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _mount(*args: str) -> bool:
