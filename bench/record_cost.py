@@ -12,7 +12,8 @@ steps for 100 layers and 100 for 10,000 (10M LayerObs would need ~5 GB of memory
 sizes and times are scaled to 1,000 steps. Size: the file and any -wal/-shm left after close, less the
 same record closed before its first step (run info and pre-flight findings: written once; "base").
 Write: from the first put to the end of close() (the writer thread's work, off the training thread).
-The Histories read by each code from its own record are compared field by field.
+Reads: median of --repeats, the three interleaved. The Histories read by each code from its own record
+are compared field by field.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import dataclasses
 import importlib
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -123,7 +125,7 @@ def _same(a: History, b: History) -> bool:
     return fields(a) == fields(b)
 
 
-def measure(old: ModuleType, layers: int, steps: int, real: int, tmp: Path) -> dict[str, Any]:
+def measure(old: ModuleType, layers: int, steps: int, real: int, tmp: Path, repeats: int = 3) -> dict[str, Any]:
     """Sizes and times of one layer count, both codes (see the module docstring)."""
     from monitor import record as new
 
@@ -135,12 +137,21 @@ def measure(old: ModuleType, layers: int, steps: int, real: int, tmp: Path) -> d
         out[f"base_{tag}"] = _size(tmp / f"base-{tag}-{layers}.sqlite")
         out[f"write_{tag}"] = _write(code, paths[tag], h, rows, steps)
         out[f"bytes_{tag}"] = _size(paths[tag]) - out[f"base_{tag}"]
-    out["read_ref"], h_ref = _read(old, paths["ref"])
-    out["read_now"], h_now = _read(new, paths["now"])
-    out["same"] = _same(h_ref, h_now)
-    del h_now
-    out["read_now_of_ref"], h_again = _read(new, paths["ref"])
-    out["same_ref_read"] = _same(h_ref, h_again)
+    reads: dict[str, list[float]] = {"read_ref": [], "read_now": [], "read_now_of_ref": []}
+    for i in range(repeats):  # interleaved: the machine's load falls on both alike
+        t, h_ref = _read(old, paths["ref"])
+        reads["read_ref"].append(t)
+        t, h_now = _read(new, paths["now"])
+        reads["read_now"].append(t)
+        if i == 0:
+            out["same"] = _same(h_ref, h_now)
+        del h_now
+        t, h_again = _read(new, paths["ref"])
+        reads["read_now_of_ref"].append(t)
+        if i == 0:
+            out["same_ref_read"] = _same(h_ref, h_again)
+        del h_again, h_ref
+    out.update({k: statistics.median(v) for k, v in reads.items()})
     return out
 
 
@@ -149,7 +160,7 @@ def _row(r: dict[str, Any]) -> str:
     mib = lambda b: f"{b * k / 2**20:,.1f} MiB"  # noqa: E731
     sec = lambda s: f"{s * k:,.2f} s"  # noqa: E731
     return (f"| {r['layers']:,} | {r['steps']:,} | {mib(r['bytes_ref'])} | {mib(r['bytes_now'])} | "
-            f"{r['bytes_ref'] / r['bytes_now']:.1f}x | {sec(r['read_ref'])} | {sec(r['read_now'])} | "
+            f"{r['bytes_ref'] / max(r['bytes_now'], 1):.1f}x | {sec(r['read_ref'])} | {sec(r['read_now'])} | "
             f"{r['read_ref'] / r['read_now']:.1f}x | {sec(r['read_now_of_ref'])} | {sec(r['write_ref'])} | "
             f"{sec(r['write_now'])} | {r['base_ref'] / 2**10:,.0f} / {r['base_now'] / 2**10:,.0f} KiB | "
             f"{'yes' if r['same'] and r['same_ref_read'] else 'NO'} |")
@@ -162,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, help="steps written per layer count (default: 1,000 for up to 1,000 "
                                               "layers, 100 above)")
     p.add_argument("--real-steps", type=int, default=3, help="real training steps whose rows are written")
+    p.add_argument("--repeats", type=int, default=3, help="reads of each record, interleaved (median)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="slatmon-record-cost-") as tmp:
@@ -173,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for n in a.layers:
             steps = a.steps or (1000 if n <= 1000 else 100)
-            print(_row(measure(old, n, steps, a.real_steps, Path(tmp))), flush=True)
+            print(_row(measure(old, n, steps, a.real_steps, Path(tmp), a.repeats)), flush=True)
 
 
 if __name__ == "__main__":

@@ -104,8 +104,10 @@ class LayerObs:
 class Event:
     """Something that happened once: `kind` is "nonfinite" (first non-finite value of a `tensor`:
     grad | param | loss | activation), "localized" (first module whose forward output or backward
-    gradient was non-finite; `detail` has direction, dtype, in_absmax, out_absmax), "error", or
-    "guard_stop" (the guard raised GuardStop; `detail` has reason, finding, message)."""
+    gradient was non-finite; `detail` has direction, dtype, in_absmax, out_absmax), "error",
+    "guard_stop" (the guard raised GuardStop; `detail` has reason, finding, message), or what the run
+    record says about itself (monitor/record/gaps.py): "record_gap" (`detail`: first, last, observations,
+    reason - not in the record) and "record_unclosed" (`detail`: last_step - no clean close)."""
 
     step: int
     kind: str

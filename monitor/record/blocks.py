@@ -14,7 +14,8 @@ import math
 import struct
 import zlib
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import fields
 from itertools import repeat
 from typing import Any
 
@@ -29,6 +30,27 @@ _HEAD = struct.Struct("<BIIH")  # format, rows, id runs, fields
 _RUN = struct.Struct("<BI")  # kind, length
 _COUNT = struct.Struct("<I")
 _ID_RUN = struct.Struct("<II")  # first id, length
+
+
+def _maker() -> Callable[..., LayerObs]:
+    """LayerObs from positional values (step, layer, fields in order). While LayerObs is a plain frozen
+    dataclass (no __slots__, no __post_init__) its objects get their __dict__ filled directly: the frozen
+    __init__'s one object.__setattr__ per field is ~40% of reading a large record. Equal to
+    LayerObs(*values) either way (tests/monitor/test_record_schema.py)."""
+    if "__slots__" in LayerObs.__dict__ or hasattr(LayerObs, "__post_init__"):
+        return LayerObs
+    keys, new = [f.name for f in fields(LayerObs)], object.__new__
+
+    def make(*values: Any) -> LayerObs:
+        obj = new(LayerObs)
+        obj.__dict__.update(zip(keys, values))
+        return obj
+
+    return make
+
+
+_MAKE = _maker()
+_FIELDS = [f.name for f in fields(LayerObs)][2:]  # after step and layer, in order
 
 
 class BlockError(ValueError):
@@ -129,11 +151,10 @@ def _column(r: _Reader, rows: int) -> list[Any]:
     return out
 
 
-def decode(blob: bytes, step: int, names: Sequence[str], field_names: Sequence[str],
-           wanted: Sequence[str]) -> list[LayerObs]:
+def decode(blob: bytes, step: int, names: Sequence[str], field_names: Sequence[str]) -> list[LayerObs]:
     """The LayerObs rows of one block. `names[id]` is the layer name of id; `field_names` are the fields the
-    block holds (the record's "layer_fields"); `wanted` are LayerObs's own fields after step and layer, in
-    order (a field the block lacks reads as None; one LayerObs lacks is ignored). Raises BlockError."""
+    block holds (the record's "layer_fields"): one LayerObs lacks is ignored, one the block lacks reads as
+    None. Raises BlockError."""
     try:
         r = _Reader(zlib.decompress(blob))
         fmt, rows, n_id_runs, n_fields = r.take(_HEAD)
@@ -154,4 +175,4 @@ def decode(blob: bytes, step: int, names: Sequence[str], field_names: Sequence[s
     except (zlib.error, struct.error) as exc:
         raise BlockError(str(exc)) from None
     none = [None] * rows
-    return list(map(LayerObs, repeat(step, rows), layer_names, *(columns.get(f, none) for f in wanted)))
+    return list(map(_MAKE, repeat(step, rows), layer_names, *(columns.get(f, none) for f in _FIELDS)))

@@ -22,7 +22,7 @@ from . import blocks
 from .gaps import record_events
 from .opening import open_record
 from .rows import Damaged, checks_for, json_value
-from .schema import LAYER_FIELDS, SCHEMA_VERSION
+from .schema import SCHEMA_VERSION
 
 __all__ = ["read_record"]
 
@@ -161,7 +161,7 @@ def _v2_layers(conn: sqlite3.Connection, meta: dict[str, Any]) -> list[LayerObs]
         if not isinstance(step, int) or not isinstance(data, bytes):
             raise _Bad(f"slatmon_layer_blocks row step={step!r:.40} holds a {type(data).__name__}, expected a block")
         try:
-            block = blocks.decode(data, step, names, held, LAYER_FIELDS)
+            block = blocks.decode(data, step, names, held)
         except blocks.BlockError as exc:
             raise _Bad(f"slatmon_layer_blocks row step={step} column 'data' is damaged ({exc})") from None
         if len(block) != rows:

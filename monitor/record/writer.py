@@ -1,20 +1,12 @@
 """RecordWriter: the run record written from a daemon thread; failures retried, bounded, counted, noted.
 
-The training thread only puts immutable observations on a queue (`put_*` never block). The writer
-thread moves them to a backlog and writes the backlog as one transaction. A write that fails (another
-process holds the database locked, the disk is full, an I/O error) is retried with a backoff doubling
-from RETRY_MIN_S to RETRY_MAX_S while the backlog keeps what waits; the backlog is bounded to
-`backlog_rows` layer rows, and steps arriving beyond it are dropped (their events are kept). What is
-finally not written - dropped, or still failing CLOSE_RETRY_S into close() - is counted in
-`counters.record_errors` (`slatmon_record_errors_total`), logged once per failure streak, and its steps
-are remembered (gaps.py): the record's meta "missing" lists them as soon as the database accepts writes
-again and at close, where meta "closed" marks the clean end.
-
-Before each write the path is checked against the file being written (device, inode). Removed or
-replaced mid-run: counted once, logged once. If the path is free a fresh record starts there (meta
-"begins"; run info, pre-flight findings and events written again; the steps the lost file held are
-listed as missing). If another file took the path, recording stops: it is never overwritten, and every
-later observation is counted as lost.
+The training thread only queues immutable observations (`put_*` never block). The writer thread writes
+its backlog as one transaction; a failed write (a lock held elsewhere, a full disk, an I/O error) is
+retried with backoff (RETRY_MIN_S doubling to RETRY_MAX_S), the backlog bounded to `backlog_rows` layer
+rows (later steps dropped, their events kept). What is finally lost is counted and noted (losses.py,
+gaps.py): meta "missing" as soon as writes succeed again and at close, where meta "closed" marks a clean
+end. A record file removed mid-run starts again at its path; one replaced by another file is left alone
+(recording stops). docs/architecture.md, "The run record under faults", has the whole picture.
 """
 
 from __future__ import annotations
@@ -30,7 +22,7 @@ from ..history import Event, LayerObs, StepObs
 from ..snapshot import Counters
 from . import files
 from .files import RecordFile
-from .gaps import Gaps
+from .losses import Losses
 from .store import write_batch
 
 __all__ = ["BACKLOG_ROWS", "CLOSE_RETRY_S", "RecordWriter"]
@@ -63,15 +55,12 @@ class RecordWriter:
         self._close_retry_s = CLOSE_RETRY_S if close_retry_s is None else close_retry_s
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._backlog: list[tuple[Any, ...]] = []
-        self._rows = 0  # layer rows in the backlog
+        self._rows = 0  # layer rows in the backlog: kept as a count (a drop must not walk the backlog)
         self._meta: dict[str, Any] = {}
         self._dirty: set[str] = set()
         self._ids: dict[str, int] = {}
         self._written_events: list[Event] = []
-        self._gaps = Gaps()
-        self._gaps_dirty = False
-        self.version = 0  # changes whenever gap_events() does
-        self._gap_view: tuple[Event, ...] = ()
+        self._losses = Losses(self.path, self.counters)
         self._failures = 0  # consecutive failed attempts
         self._next_try = 0.0
         self._error = ""  # the last failure, as a reason
@@ -115,18 +104,22 @@ class RecordWriter:
     def errors(self) -> int:
         return self.counters.record_errors
 
+    @property
+    def version(self) -> int:
+        """Changes whenever gap_events() does."""
+        return self._losses.version
+
     def gap_events(self) -> tuple[Event, ...]:
         """`record_gap` events for what could not be written so far (a reference swapped by the writer)."""
-        return self._gap_view
+        return self._losses.view
 
     # -- writer thread ------------------------------------------------------------------------
     def _run(self) -> None:
         try:
             while not self._stopping:
-                pending = bool(self._backlog or self._dirty or self._gaps_dirty)
-                wait = None if not pending else max(0.0, self._next_try - time.monotonic())
+                wait = None if not self._pending() else max(0.0, self._next_try - time.monotonic())
                 self._drain(wait)
-                if (self._backlog or self._dirty or self._gaps_dirty) and time.monotonic() >= self._next_try:
+                if self._pending() and time.monotonic() >= self._next_try:
                     self._attempt()
                 self._release()
             self._finish()
@@ -135,6 +128,10 @@ class RecordWriter:
             self._lose_backlog(f"the writer stopped on an internal error ({self._error or 'see the log'})")
         finally:
             self._release(force=True)
+
+    def _pending(self) -> bool:
+        """Something to write, and a file to write it to."""
+        return self._file is not None and bool(self._backlog or self._dirty or self._losses.dirty)
 
     def _drain(self, wait: float | None) -> None:
         try:
@@ -158,10 +155,10 @@ class RecordWriter:
             self._meta[item[1]] = item[2]
             self._dirty.add(item[1])
         elif self._file is None:  # recording stopped: another file holds the path
-            self._lose(item, self._error)
-        elif item[0] == "step" and self._rows + len(item[2]) > self._backlog_rows and item[2]:
+            self._losses.lose(item, self._error)
+        elif item[0] == "step" and item[2] and self._rows + len(item[2]) > self._backlog_rows:
             why = f"writes failing: {self._error}" if self._failures else "the writer could not keep up"
-            self._lose(item, f"the writer's backlog was full ({self._backlog_rows} layer rows waiting; {why})")
+            self._losses.lose(item, f"the writer's backlog was full ({self._backlog_rows} layer rows waiting; {why})")
             if item[3]:
                 self._backlog.append(("events", item[3]))
         else:
@@ -182,7 +179,7 @@ class RecordWriter:
         except Exception as exc:
             if not _transient(exc):
                 log.exception("slat-monitor: a run-record batch could not be encoded; writing it item by item")
-                self._write_each(exc)
+                self._write_each()
                 return
             self._failed(exc)
             return
@@ -192,8 +189,8 @@ class RecordWriter:
         rf = self._file
         assert rf is not None
         meta = {k: self._meta[k] for k in self._dirty}
-        if self._gaps_dirty:
-            meta["missing"] = self._gaps.to_meta()
+        if self._losses.dirty:
+            meta["missing"] = self._losses.meta()
         new_ids = write_batch(rf.conn, self._backlog if items is None else items, meta, self._ids)
         self._ids.update(new_ids)
 
@@ -203,12 +200,11 @@ class RecordWriter:
         if self._failures:
             log.warning("slat-monitor: the run record %s is written again after %d failed attempt(s)", self.path,
                         self._failures)
-        self._backlog, self._rows, self._dirty, self._gaps_dirty = [], 0, set(), False
+        self._backlog, self._rows, self._dirty, self._losses.dirty = [], 0, set(), False
         self._failures, self._next_try = 0, 0.0
 
     def _written(self, item: tuple[Any, ...]) -> None:
-        if item[0] == "step":
-            self._gaps.written(item[1].step)
+        self._losses.written(item)
         events = item[1] if item[0] == "events" else item[3]
         if len(self._written_events) < _KEEP_EVENTS:
             self._written_events += events
@@ -221,46 +217,34 @@ class RecordWriter:
         self._failures += 1
         self._next_try = time.monotonic() + min(RETRY_MIN_S * 2 ** (self._failures - 1), RETRY_MAX_S)
 
-    def _write_each(self, first: BaseException) -> None:
-        """A batch that failed for a reason retrying cannot fix: write its items one by one, drop the bad."""
-        keep = list(self._backlog)
-        self._backlog, self._rows = [], 0
-        for n, item in enumerate(keep):
+    def _write_each(self) -> None:
+        """A batch that failed for a reason retrying cannot fix: write its items one by one, then the meta;
+        drop what fails the same way."""
+        keep, self._backlog, self._rows = self._backlog, [], 0
+        for n, item in enumerate([*keep, None]):  # None: the meta alone
             try:
-                self._write([item])
+                self._write([] if item is None else [item])
             except Exception as exc:
                 if _transient(exc):
                     self._backlog = keep[n:]
                     self._rows = sum(len(i[2]) for i in self._backlog if i[0] == "step")
                     self._failed(exc)
                     return
-                self._lose(item, f"could not be encoded ({type(exc).__name__}: {exc})")
+                why = f"{type(exc).__name__}: {exc}"
+                if item is not None:
+                    self._losses.lose(item, f"could not be encoded ({why})")
+                    continue
+                log.error("slat-monitor: run record %s: meta %s cannot be stored (%s)", self.path, sorted(self._dirty),
+                          why)
             else:
-                self._written(item)
-                self._dirty, self._gaps_dirty = set(), False
-
-    # -- losses -------------------------------------------------------------------------------
-    def _lose(self, item: tuple[Any, ...], reason: str) -> None:
-        """Count one observation that will not be in the record, and remember its step."""
-        if item[0] == "meta":
-            return
-        step = item[1].step if item[0] == "step" else min((e.step for e in item[1]), default=0)
-        if self.counters.record_errors == 0 or not self._gaps.spans or self._gaps.spans[-1].reason != reason:
-            log.error("slat-monitor: run record %s: step %d could not be written (%s); counted in "
-                      "slatmon_record_errors_total and noted in the record as missing", self.path, step, reason)
-        self.counters.record_errors += 1
-        self._gaps.lost(step, reason)
-        self._gaps_changed()
+                if item is not None:
+                    self._written(item)
+            self._dirty, self._losses.dirty = set(), False
 
     def _lose_backlog(self, reason: str) -> None:
         for item in self._backlog:
-            self._lose(item, reason)
+            self._losses.lose(item, reason)
         self._backlog, self._rows = [], 0
-
-    def _gaps_changed(self) -> None:
-        self._gaps_dirty = True
-        self._gap_view = self._gaps.events()
-        self.version += 1
 
     # -- the file -----------------------------------------------------------------------------
     def _check_file(self) -> bool:
@@ -273,10 +257,8 @@ class RecordWriter:
             return True
         step = next((item[1].step for item in self._backlog if item[0] == "step"), None)
         where = f"before step {step}" if step is not None else "mid-run"
-        self.counters.record_errors += 1
         files.drop(rf)  # our -wal/-shm go with it: a fresh file must not meet them
-        self._gaps.file_lost(f"written to the record file that was {how} {where}")
-        self._gaps_changed()
+        self._losses.file_lost(f"written to the record file that was {how} {where}")
         if how == "replaced":
             self._file, self._error = None, f"another file took the record's path {where}; it is never overwritten"
             log.error("slat-monitor: run record %s was replaced by another file %s; recording stops (the rest of "
@@ -300,7 +282,7 @@ class RecordWriter:
         self._meta["begins"] = {"step": step, "reason": "the record file was removed mid-run; this file "
                                 "starts again where it was noticed"}
         self._dirty = set(self._meta)
-        self._gaps_dirty = True
+        self._losses.dirty = True
         if self._written_events:
             self._backlog.insert(0, ("events", list(self._written_events)))
             self._written_events = []
@@ -319,7 +301,7 @@ class RecordWriter:
         if rf is None:
             return
         meta = {k: self._meta[k] for k in self._dirty}
-        if self._gaps.spans:
-            meta["missing"] = self._gaps.to_meta()
+        if self._losses.gaps.spans:
+            meta["missing"] = self._losses.meta()
         meta["closed"] = {"time": time.time(), "lost": self.counters.record_errors}
         files.finalise(rf, meta)

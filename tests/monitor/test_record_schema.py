@@ -58,8 +58,7 @@ values = st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_
 def test_a_block_reads_back_every_value_exactly(rows):
     names = [f"layer{i}" for i in range(31)]
     obs = [LayerObs(7, names[i], *v) for i, v in rows]
-    back = blocks.decode(blocks.encode(obs, [i for i, _ in rows], LAYER_FIELDS), 7, names, LAYER_FIELDS,
-                         LAYER_FIELDS)
+    back = blocks.decode(blocks.encode(obs, [i for i, _ in rows], LAYER_FIELDS), 7, names, LAYER_FIELDS)
     assert len(back) == len(obs)
     for a, b in zip(obs, back):
         for f in dataclasses.fields(LayerObs):
@@ -69,11 +68,21 @@ def test_a_block_reads_back_every_value_exactly(rows):
                 assert math.copysign(1, x) == math.copysign(1, y)
 
 
+def test_decoded_rows_are_real_layerobs():
+    """Made without LayerObs's own __init__ (blocks._maker): equal, hashable, frozen, replaceable."""
+    made = LayerObs(3, "a", grad_norm=1.5, grad_nonfinite=0, activation_nonfinite=None)
+    [back] = blocks.decode(blocks.encode([made], [0], LAYER_FIELDS), 3, ["a"], LAYER_FIELDS)
+    assert type(back) is LayerObs and back == made and hash(back) == hash(made) and repr(back) == repr(made)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        back.grad_norm = 2.0  # type: ignore[misc]
+    assert dataclasses.replace(back, step=4) == dataclasses.replace(made, step=4)
+
+
 def test_a_block_with_fewer_or_more_fields_than_layerobs():
     """A record written when LayerObs had other fields: missing ones read as None, unknown ones are dropped."""
     written = SimpleNamespace(step=1, layer="a", grad_norm=2.0, future_field=5, activation_nonfinite=3)
     held = ["grad_norm", "future_field", "activation_nonfinite"]
-    back = blocks.decode(blocks.encode([written], [0], held), 1, ["a"], held, LAYER_FIELDS)  # type: ignore[list-item]
+    back = blocks.decode(blocks.encode([written], [0], held), 1, ["a"], held)  # type: ignore[list-item]
     assert back == [LayerObs(1, "a", grad_norm=2.0, activation_nonfinite=3)]
 
 
@@ -88,7 +97,7 @@ def test_a_damaged_block_is_a_block_error(damage):
         data = damage
     names = ["a"] if damage == "ids" else ["a", "b"]
     with pytest.raises(blocks.BlockError):
-        blocks.decode(data, 1, names, LAYER_FIELDS, LAYER_FIELDS)
+        blocks.decode(data, 1, names, LAYER_FIELDS)
 
 
 def test_a_value_the_codec_cannot_hold_is_refused():
