@@ -24,8 +24,6 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import RecordError
-
 __all__ = ["open_record"]
 
 def _connect(uri: str) -> sqlite3.Connection:
@@ -69,11 +67,9 @@ def _direct(path: Path) -> sqlite3.Connection | None:
 
 @contextlib.contextmanager
 def open_record(path: Path) -> Iterator[sqlite3.Connection]:
-    """A connection for reading the record at `path` (see the module docstring). Raises RecordError for an
-    empty file, sqlite3.Error from SQLite (e.g. a file that is not a database)."""
+    """A connection for reading the record at `path` (see the module docstring). Raises sqlite3.Error from
+    SQLite (e.g. a file that is not a database)."""
     path = path.resolve()  # SQLite names the side files after the file itself, not after a link to it
-    if path.stat().st_size == 0:
-        raise RecordError(f"{str(path)!r} is not a slat-monitor run record (an empty file)")
     conn = _direct(path)
     if conn is None:
         with _private_copy(path) as copy:

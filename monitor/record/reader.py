@@ -56,6 +56,8 @@ def read_record(path: str | os.PathLike[str]) -> History:
     if not p.is_file():
         raise RecordError(f"no run record at {str(p)!r}: expected the SQLite file written by "
                           "monitor.watch(..., record=PATH)")
+    if p.stat().st_size == 0:
+        raise RecordError(f"{str(p)!r} is not a slat-monitor run record (an empty file)")
     try:
         with open_record(p) as conn, _gc_paused():
             conn.execute("BEGIN")  # one snapshot of a record that is still being written
@@ -65,7 +67,7 @@ def read_record(path: str | os.PathLike[str]) -> History:
     except _Newer as exc:
         raise RecordError(f"the run record {str(p)!r} was {exc}") from None
     except sqlite3.Error as exc:
-        raise RecordError(f"{str(p)!r} is not a slat-monitor run record or is damaged ({exc})") from None
+        raise RecordError(f"{str(p)!r} is not a slat-monitor run record ({exc})") from None
     except OSError as exc:
         raise RecordError(f"cannot read the run record {str(p)!r}: {exc.strerror or exc}") from None
 

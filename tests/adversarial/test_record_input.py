@@ -231,7 +231,7 @@ DAMAGE = {
                      "slatmon_meta row 'layer_fields' holds 3, expected a list of field names"),
     "v1-layer-text": ("UPDATE slatmon_layers SET grad_norm = 'abc' WHERE step = 1 AND layer = 'blocks.0'",
                       "slatmon_layers row step=1 column 'grad_norm' holds 'abc', expected a number"),
-    "truncated": (None, "is not a slat-monitor run record or is damaged"),
+    "truncated": (None, "is not a slat-monitor run record (database disk image is malformed)"),
 }
 
 
