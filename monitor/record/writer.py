@@ -50,7 +50,6 @@ class RecordWriter:
         self.path = str(path)
         self.counters = counters if counters is not None else Counters()
         self._file: RecordFile | None = files.create(self.path)  # fails here, in the caller
-        self._created = self._file.created
         self._backlog_rows = BACKLOG_ROWS if backlog_rows is None else backlog_rows  # module values at start
         self._close_retry_s = CLOSE_RETRY_S if close_retry_s is None else close_retry_s
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
