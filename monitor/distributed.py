@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .errors import ConfigError
+from .record.files import check_argument
 
 __all__ = ["BASE_PORT", "DistInfo", "default_port", "detect", "record_path"]
 
@@ -67,7 +68,7 @@ def record_path(record: str | os.PathLike[str] | None, dist: DistInfo) -> str | 
     ranks never share a file. A single process keeps the path as given."""
     if record is None:
         return None
-    text = os.fspath(record)
+    text = check_argument(record)  # ConfigError naming `record` for anything but a non-empty path
     if "{rank}" in text:
         return text.replace("{rank}", str(dist.rank))
     if re.search(r"\{[^}]*\}", text):

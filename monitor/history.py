@@ -121,7 +121,10 @@ class Event:
     in_absmax/out_absmax or grad_out_absmax/grad_in_absmax), "batch_saved" (save_bad_batch; `detail`
     has path, reason, calls, weights_only), "error", "guard_stop" (the guard raised GuardStop;
     `detail` has reason, finding, message), or "params_changed" (parameters replaced, added or converted
-    after watch(); `detail` has layers, params, added, removed, not_in_optimizer, not_in_optimizer_count)."""
+    after watch(); `detail` has layers, params, added, removed, not_in_optimizer, not_in_optimizer_count),
+    or what the run record says about itself (monitor/record/gaps.py): "record_gap" (`detail`: first,
+    last, observations, reason - not in the record) and "record_unclosed" (`detail`: last_step - no
+    clean close)."""
 
     step: int
     kind: str

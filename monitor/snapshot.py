@@ -24,6 +24,7 @@ class Counters:
     nonfinite_steps: dict[str, int] = field(default_factory=lambda: {"grad": 0, "param": 0, "activation": 0})
     errors: int = 0
     monitor_seconds: float = 0.0
+    record_errors: int = 0  # observations the run record lost; written by the record writer thread only
 
 
 @dataclass(frozen=True)

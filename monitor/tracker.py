@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -55,9 +54,9 @@ class Tracker:
         self._localizer: Localizer | None = None
         self._localizations_left = LOCALIZATIONS
         self._acts: tuple[int, dict[str, int]] | None = None
-        self._writer = RecordWriter(record) if record is not None else None
+        self._writer = RecordWriter(record, counters) if record is not None else None
         self._version = 0
-        self._cache: tuple[int, list[Finding]] = (-1, [])
+        self._cache: tuple[tuple[int, int] | None, list[Finding]] = (None, [])
 
     # -- observations -------------------------------------------------------------------
     def start_run(self, info: RunInfo, preflight: list[Finding]) -> None:
@@ -218,11 +217,12 @@ class Tracker:
     # -- readers (any thread) -----------------------------------------------------------
     def history(self, info: RunInfo, preflight: list[Finding]) -> History:
         rows = list(self._head) + [r for step_rows in list(self._tail) for r in step_rows]
-        return History(run=info, steps=list(self._steps), layers=rows, events=list(self._events),
+        gaps = list(self._writer.gap_events()) if self._writer is not None else []  # what the record lost
+        return History(run=info, steps=list(self._steps), layers=rows, events=list(self._events) + gaps,
                        preflight=list(preflight))
 
     def findings(self, info: RunInfo, preflight: list[Finding]) -> list[Finding]:
-        version = self._version
+        version = (self._version, self._writer.version if self._writer is not None else 0)
         if self._cache[0] != version:
             from .diagnosis import run_rules
 
@@ -234,10 +234,10 @@ class Tracker:
         return list(self._events)
 
     def discard_record(self) -> None:
-        """Delete the record this tracker created (only used when watch() itself failed)."""
+        """Undo the record after watch() itself failed (closed first): removed if this run created the file,
+        emptied again if it was an empty file the user had made."""
         if self._writer is not None:
-            for suffix in ("", "-wal", "-shm"):
-                Path(self._writer.path + suffix).unlink(missing_ok=True)
+            self._writer.discard()
 
     def close(self) -> None:
         if self._localizer is not None:

@@ -32,6 +32,7 @@ from . import (
     nonfinite_input,
     nonfinite_loss,
     nonfinite_values,
+    record_incomplete,
     update_rounds_away,
 )
 
@@ -60,6 +61,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("lr_schedule_on_skip", lr_schedule_on_skip.rule),
     ("fp16_no_loss_scale", fp16_no_loss_scale.rule),
     ("fp16_optimizer_state", fp16_optimizer_state.rule),
+    ("record_incomplete", record_incomplete.rule),
 )
 
 _logged: set[tuple[str, str]] = set()

@@ -107,6 +107,8 @@ class SnapshotCollector(Collector):
         yield one("counter", "slatmon_monitor_seconds", "Time the monitor spent in the training thread.",
                   c.monitor_seconds)
         yield one("counter", "slatmon_monitor_errors", "Errors caught inside the monitor.", c.errors)
+        yield one("counter", "slatmon_record_errors", "Run-record observations that could not be written (and "
+                  "record files found removed or replaced mid-run).", c.record_errors)
         steps = Family("slatmon_nonfinite_steps", "counter", "Sampled steps with any non-finite value.",
                        (*_BASE, "tensor"))
         for tensor, n in c.nonfinite_steps.items():

@@ -43,10 +43,12 @@ layer_obs = st.builds(LayerObs, step=steps_n, layer=st.sampled_from(NAMES), grad
                       update_ratio=floats, grad_nonfinite=counts, param_nonfinite=counts,
                       param_nonfinite_before=counts, zero_grad_ratio=ratios, state_zero_ratio=ratios,
                       activation_nonfinite=counts)
-details = st.dictionaries(st.sampled_from(["direction", "dtype", "in_absmax", "out_absmax", "nonfinite"]),
+details = st.dictionaries(st.sampled_from(["direction", "dtype", "in_absmax", "out_absmax", "nonfinite", "first",
+                                          "last", "observations", "reason", "last_step"]),
                           st.one_of(st.sampled_from(["forward", "backward", "float16", "inf", "nan", "x"]),
                                     floats, st.integers()), max_size=5)
-events = st.builds(Event, step=steps_n, kind=st.sampled_from(["localized", "nonfinite", "error", "x"]),
+events = st.builds(Event, step=steps_n, kind=st.sampled_from(["localized", "nonfinite", "error", "x",
+                                                                      "record_gap", "record_unclosed"]),
                    layer=st.one_of(st.none(), st.sampled_from(NAMES)),
                    tensor=st.sampled_from([None, "grad", "param", "loss", "activation"]), detail=details)
 histories = st.builds(History, run=run_infos, steps=st.lists(step_obs, max_size=40),
