@@ -42,6 +42,7 @@ class LayerInfo:
     trainable: bool = True
     in_optimizer: bool = True
     group: int | None = None  # index of the optimizer param group holding these params
+    modules: int = 1  # modules owning parameters measured as this layer (> 1: grouped, see monitor/layers.py)
 
 
 @dataclass(frozen=True)

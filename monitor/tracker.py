@@ -34,6 +34,21 @@ def _nonfinite(v: float | None) -> bool:
     return v is not None and not math.isfinite(v)
 
 
+def _first_event(s: SampledStep, tensor: str, bad: list[LayerObs], attr: str) -> Event:
+    """The first non-finite `tensor` (grad / param): its layer is the module owning the first non-finite
+    parameter, exact also when that module is measured inside a grouped layer (named in `group`)."""
+    detail: dict[str, object] = {"layers": len(bad), "elements": sum(getattr(r, attr) for r in bad)}
+    param = s.first_nonfinite.get(tensor)
+    layer = bad[0].layer
+    if param is not None:
+        detail["parameter"] = param
+        owner = param.rpartition(".")[0] or "<root>"
+        if owner != layer:
+            detail["group"] = layer
+        layer = owner
+    return Event(s.step, "nonfinite", layer, tensor, detail)
+
+
 class Tracker:
     """Observations of one watched run. `counters` are the watcher's live scalars (read, and the
     non-finite step counts written, here); `model` is where localisation hooks go when armed;
@@ -163,8 +178,7 @@ class Tracker:
                 self.counters.nonfinite_steps[tensor] += 1
                 if tensor not in self._seen:
                     self._seen.add(tensor)
-                    events.append(Event(s.step, "nonfinite", bad[0].layer, tensor,
-                                        {"layers": len(bad), "elements": sum(getattr(r, attr) for r in bad)}))
+                    events.append(_first_event(s, tensor, bad, attr))
         if _nonfinite(s.loss) and "loss" not in self._seen:
             self._seen.add("loss")
             events.append(Event(s.step, "nonfinite", None, "loss", {"value": str(s.loss)}))

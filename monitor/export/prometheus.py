@@ -110,10 +110,12 @@ class SnapshotCollector(Collector):
         yield steps
 
     def _grouped(self, snap: Snapshot) -> tuple[Snapshot, int]:
-        """The snapshot as exported, and how many layers were folded: per-layer rows grouped by block
-        for large jobs (export/grouping.py)."""
+        """The snapshot as exported, and how many modules owning parameters are not exported under their own
+        name: those measured inside a layer of several (max_layers, group_depth: monitor/layers.py) and
+        those folded into a block group for large jobs (export/grouping.py)."""
+        measured = sum(li.modules for li in snap.layer_info.values() if li.modules > 1)  # max_layers / group_depth
         if not should_group(self._export_layers, self._info().world_size):
-            return snap, 0
+            return snap, measured
         g = group_rows(snap.rows, snap.layer_info)
         first = None
         if snap.param_nonfinite_first is not None:
@@ -127,7 +129,9 @@ class SnapshotCollector(Collector):
             seen = info.get(name)
             info[name] = li if seen is None or (seen.dtype, seen.state_dtype) == (li.dtype, li.state_dtype) else (
                 LayerInfo(dtype="mixed", state_dtype="mixed"))
-        return dataclasses.replace(snap, rows=g.rows, param_nonfinite_first=first, layer_info=info), g.folded
+        single = {n for n, li in snap.layer_info.items() if li.modules == 1}  # the others are counted above
+        folded = sum(1 for n, shown in g.groups.items() if shown != n and n in single)
+        return dataclasses.replace(snap, rows=g.rows, param_nonfinite_first=first, layer_info=info), measured + folded
 
     def _local_first(self, base: tuple[str, str]) -> Family:
         """What a cross-rank comparison needs from each rank without a collective (besides
@@ -145,7 +149,8 @@ class SnapshotCollector(Collector):
     @staticmethod
     def _grouped_family(base: tuple[str, str], folded: int) -> Family:
         return Family("slatmon_layers_grouped", "gauge",
-                      "Layers exported inside a block group (layer=\"<block>.*\") instead of alone.", _BASE,
+                      "Modules with parameters exported inside a group instead of alone: max_layers ranges "
+                      "(layer=\"layers.[0-9]\") and block groups of large jobs (layer=\"<block>.*\").", _BASE,
                       [(base, float(folded))])
 
     def _layers(self, snap: Snapshot, base: tuple[str, str]) -> list[Family]:
