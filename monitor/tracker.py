@@ -214,12 +214,20 @@ class Tracker:
         return History(run=info, steps=list(self._steps), layers=rows, events=list(self._events),
                        preflight=list(preflight))
 
+    @property
+    def version(self) -> int:
+        """Moves whenever the history, the events or the snapshot may have changed (any thread)."""
+        return self._version
+
     def findings(self, info: RunInfo, preflight: list[Finding]) -> list[Finding]:
+        """Every rule over the history (cached per version; any thread). A rule that fails is counted in
+        `counters.background_errors` (and named by a `diagnosis_incomplete` finding)."""
         version = self._version
         if self._cache[0] != version:
             from .diagnosis import run_rules
 
-            self._cache = (version, run_rules(self.history(info, preflight)))
+            found = run_rules(self.history(info, preflight), on_error=lambda *_: self.counters.count_background_error())
+            self._cache = (version, found)
         return list(self._cache[1])
 
     def events(self) -> list[Event]:

@@ -402,7 +402,8 @@ class Watcher:
         tracker = self.tracker
         self._server, self.url = serve(lambda: tracker.snapshot, lambda: self.counters, self._findings_for_scrape,
                                        lambda: self.info, host, port if chosen else default_port(self.dist),
-                                       events=tracker.events, fallback=not chosen, export_layers=self._export_layers)
+                                       events=tracker.events, fallback=not chosen, export_layers=self._export_layers,
+                                       version=lambda: tracker.version)
         if targets_dir:  # file-based service discovery: Prometheus finds this run by itself
             from .ops.targets import register
 

@@ -1,7 +1,8 @@
 """run_rules: every rule over a History, isolated, merged and ranked.
 
 A rule that raises is logged (with its traceback, once per rule and message) and skipped: the
-diagnosis never fails because one rule did. Rules run in RULES order, which also breaks ties of
+diagnosis never fails because one rule did, and never reads as healthy either (a
+`diagnosis_incomplete` warning names the rule). Rules run in RULES order, which also breaks ties of
 severity and first step (the more specific explanation first, e.g. adam_eps_underflow before the
 nonfinite_after_update it causes).
 """
@@ -29,11 +30,12 @@ from . import (
     nonfinite_values,
 )
 
-__all__ = ["RULES", "Rule", "merge", "run_rules"]
+__all__ = ["INCOMPLETE", "RULES", "Rule", "incomplete", "merge", "run_rules"]
 
 log = logging.getLogger("monitor.diagnosis")
 
 Rule = Callable[[History], list[Finding]]
+INCOMPLETE = "diagnosis_incomplete"
 
 RULES: tuple[tuple[str, Rule], ...] = (
     ("adam_eps_underflow", adam_eps_underflow.rule),
@@ -77,11 +79,15 @@ def merge(findings: Sequence[Finding]) -> list[Finding]:
     return out
 
 
-def _run_one(name: str, rule: Rule, history: History) -> list[Finding]:
+OnError = Callable[[str, Exception], None]
+
+
+def _run_one(name: str, rule: Rule, history: History, failed: list[tuple[str, Exception]]) -> list[Finding]:
     try:
         result = rule(history)
         return [f for f in result if isinstance(f, Finding)]
     except Exception as exc:  # a broken rule must not take the diagnosis down
+        failed.append((name, exc))
         key = (name, str(exc))
         if key not in _logged:
             _logged.add(key)
@@ -89,17 +95,40 @@ def _run_one(name: str, rule: Rule, history: History) -> list[Finding]:
         return []
 
 
-def run_rules(history: History, rules: Sequence[tuple[str, Rule]] = RULES) -> list[Finding]:
-    """Every rule over `history`, merged per code, ranked (most severe, then earliest, first).
+def _last_step(history: History) -> int:
+    steps = [s.step for s in history.steps if isinstance(getattr(s, "step", None), int)]
+    return max(steps, default=0)
+
+
+def incomplete(title: str, evidence: Sequence[str], step: int) -> Finding:
+    """`diagnosis_incomplete` from `step` on: the findings beside it may miss something (a rule failed, or
+    the newest steps are not diagnosed yet); a run is never reported healthy on a diagnosis that did not
+    complete."""
+    return Finding(INCOMPLETE, "warning", title, tuple(evidence), step, (), ())
+
+
+def run_rules(history: History, rules: Sequence[tuple[str, Rule]] | None = None,
+              on_error: OnError | None = None) -> list[Finding]:
+    """Every rule over `history` (`rules`: default RULES), merged per code, ranked (most severe, then
+    earliest, first).
 
     `history.preflight` findings are kept unless a rule produced the same code (the rule saw the same
     RunInfo plus the observed steps, so its finding wins). Last, `nonfinite_values` adds a finding for
     non-finite values that nothing above explains (never "healthy" while any was seen). Never raises
-    for a rule's failure.
+    for a rule's failure: the rule is skipped, logged once, reported to `on_error(name, exc)`, and a
+    `diagnosis_incomplete` warning names it.
     """
-    produced = merge([f for name, rule in rules for f in _run_one(name, rule, history)])
+    failed: list[tuple[str, Exception]] = []
+    produced = merge([f for name, rule in (RULES if rules is None else rules)
+                      for f in _run_one(name, rule, history, failed)])
     codes = {f.code for f in produced}
     kept = [f for f in history.preflight if isinstance(f, Finding) and f.code not in codes]
     found = produced + merge(kept)
-    found += _run_one("nonfinite_values", lambda h: nonfinite_values.check(h, found), history)
+    found += _run_one("nonfinite_values", lambda h: nonfinite_values.check(h, found), history, failed)
+    if failed:
+        found.append(incomplete(f"Diagnosis incomplete: rule {', '.join(n for n, _ in failed)} failed",
+                                [f"{n}: {type(e).__name__}: {e}"[:300] for n, e in failed], _last_step(history)))
+        for name, exc in failed:
+            if on_error is not None:
+                on_error(name, exc)
     return rank(found)

@@ -10,7 +10,7 @@ The training thread never touches any of this.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -38,7 +38,8 @@ _BASE = ("run", "rank")
 
 
 class SnapshotCollector(Collector):
-    """Exports `snapshot()`, `counters()` and `findings()` (callables, read at scrape time)."""
+    """Exports `snapshot()`, `counters()` and `findings()` (callables, read at scrape time). `on_error`:
+    where a family that fails to build is reported (it is then left out); None: the error propagates."""
 
     def __init__(
         self,
@@ -49,9 +50,10 @@ class SnapshotCollector(Collector):
         registry: CollectorRegistry | None = None,
         events: Callable[[], list[Event]] = list,
         export_layers: str = "auto",
+        on_error: Callable[[Exception], None] | None = None,
     ) -> None:
         self._snapshot, self._counters, self._findings, self._info = snapshot, counters, findings, info
-        self._events, self._export_layers = events, export_layers
+        self._events, self._export_layers, self._on_error = events, export_layers, on_error
         self._layer_cache: tuple[Snapshot | None, list[Family]] = (None, [])
         if registry is not None:
             registry.register(self)
@@ -68,16 +70,39 @@ class SnapshotCollector(Collector):
             yield m
 
     def families(self) -> list[Family]:
-        """Every family of one scrape (one read of the snapshot reference)."""
-        snap, counters = self._snapshot(), self._counters()
-        base = (snap.run, str(snap.rank))
+        """Every family of one scrape, computed here (one read of the snapshot reference)."""
+        snap = self._snapshot()
+        return self.assemble(snap, self.layer_families(snap), self._findings())
+
+    def layer_families(self, snap: Snapshot) -> list[Family]:
+        """The per-layer families of `snap` (the costly part at 10,000 layers), built once per snapshot."""
         cached, layers = self._layer_cache
         if cached is not snap:
+            base = (snap.run, str(snap.rank))
             shown, folded = self._grouped(snap)
             layers = [*self._layers(shown, base), self._grouped_family(base, folded)]
             self._layer_cache = (snap, layers)  # one reference assignment: safe with concurrent scrapes
-        return [*self._globals(snap, counters, base), self._local_first(base), *layers,
-                *self._optimizer(snap, base), *self._finding_families(base), self._run_info(base)]
+        return layers
+
+    def assemble(self, snap: Snapshot, layers: list[Family], findings: list[Finding]) -> list[Family]:
+        """Every family of one scrape from its parts (export/prepare.py prepares `layers` and `findings`
+        off the scrape path). With `on_error`, a part that raises is left out and reported, and the rest
+        is still served; the counters are read last, so they include an error of this very scrape."""
+        base = (snap.run, str(snap.rank))
+        parts: list[Callable[[], Iterable[Family]]] = [
+            lambda: [self._local_first(base)], lambda: layers, lambda: self._optimizer(snap, base),
+            lambda: self._finding_families(base, findings), lambda: [self._run_info(base)]]
+        out = [f for part in parts for f in self._guarded(part)]
+        return [*self._guarded(lambda: self._globals(snap, self._counters(), base)), *out]
+
+    def _guarded(self, part: Callable[[], Iterable[Family]]) -> list[Family]:
+        if self._on_error is None:
+            return list(part())
+        try:
+            return list(part())
+        except Exception as exc:  # our bug must not cost the scrape: the other families are still served
+            self._on_error(exc)
+            return []
 
     def _globals(self, snap: Snapshot, c: Counters, base: tuple[str, str]) -> Iterator[Family]:
         def one(kind: str, name: str, doc: str, value: float | None) -> Family:
@@ -102,7 +127,8 @@ class SnapshotCollector(Collector):
                   "scale drops, step_skipped(), the guard.", c.skipped_steps)
         yield one("counter", "slatmon_monitor_seconds", "Time the monitor spent in the training thread.",
                   c.monitor_seconds)
-        yield one("counter", "slatmon_monitor_errors", "Errors caught inside the monitor.", c.errors)
+        yield one("counter", "slatmon_monitor_errors", "Errors caught inside the monitor (hooks, diagnosis, scrapes).",
+                  c.errors + c.background_errors)
         steps = Family("slatmon_nonfinite_steps", "counter", "Sampled steps with any non-finite value.",
                        (*_BASE, "tensor"))
         for tensor, n in c.nonfinite_steps.items():
@@ -200,13 +226,13 @@ class SnapshotCollector(Collector):
                info.run_id, str(info.restart_count)), 1.0)
         return g
 
-    def _finding_families(self, base: tuple[str, str]) -> tuple[Family, Family]:
+    def _finding_families(self, base: tuple[str, str], findings: list[Finding]) -> tuple[Family, Family]:
         keys = (*_BASE, "code", "severity")
         g = Family("slatmon_finding", "gauge", "Active diagnosis findings (value is always 1).", keys)
         first = Family("slatmon_finding_first_step", "gauge", "Step at which each active finding began "
                        "(0: predicted before the first step).", keys)
         seen = set()
-        for f in self._findings():
+        for f in findings:
             if (f.code, f.severity) not in seen:
                 seen.add((f.code, f.severity))
                 g.add((*base, f.code, f.severity), 1.0)
