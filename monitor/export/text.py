@@ -28,7 +28,7 @@ class Family:
     doc: str
     keys: tuple[str, ...]
     samples: list[tuple[tuple[str, ...], float]] = field(default_factory=list)
-    text: str | None = None  # rendered once, reused while the family object is
+    text: bytes | None = None  # rendered (and encoded) once, reused while the family object is
 
     def add(self, values: tuple[str, ...], value: float) -> None:
         self.samples.append((values, value))
@@ -79,7 +79,7 @@ def prerender(families: list[Family], labels: LabelCache) -> None:
     """Render each family's text now (export/prepare.py, off the scrape path); `render` reuses it."""
     for f in families:
         if f.text is None:
-            f.text = _render_family(f, labels)
+            f.text = _render_family(f, labels).encode()
 
 
 def render(families: list[Family], labels: LabelCache | None = None,
@@ -91,11 +91,11 @@ def render(families: list[Family], labels: LabelCache | None = None,
     for f in families:
         try:
             if f.text is None:
-                f.text = _render_family(f, labels)
+                f.text = _render_family(f, labels).encode()
         except Exception as exc:
             if on_error is None:
                 raise
             on_error(exc)
             continue
         parts.append(f.text)
-    return "".join(parts).encode()
+    return b"".join(parts)  # prepared families are bytes already: one copy of each, no encoding per scrape
