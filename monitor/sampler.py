@@ -18,7 +18,8 @@ from .layer_sums import Column, LayerSums
 from .layers import LayerMap
 from .localize import OUTPUT
 from .probes import DeviceBatch, Pack, pack, sketch_view
-from .probes.sketch import SKETCH_ELEMENTS
+from .probes.packed import minus
+from .probes.sketch import scale_sketched, sketch_diffs
 
 __all__ = ["ROOT", "SampledStep", "StepSampler"]
 
@@ -57,23 +58,6 @@ def _divisor(v: dict[str, list[float | None]], name: str) -> float:
 def _l2(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return math.sqrt(sum(v * v for v in present)) if present else None
-
-
-def _minus(after: list[Pack], before: list[Pack]) -> list[Pack]:
-    """The packed parameters' update (after - before), where both packs hold the same tensors;
-    positions whose layout changed in between are measured as missing."""
-    return [a.minus(b) for a, b in zip(after, before) if a.positions == b.positions and a.flat.shape == b.flat.shape]
-
-
-def _scale_sketched(v: dict[str, list[float | None]], key: str, tensors: list[torch.Tensor]) -> None:
-    """Norms measured on a sketch (probes/sketch.py: tensors above SKETCH_ELEMENTS) scaled to the whole
-    tensor, in place."""
-    values = v.get(key)
-    if values is None:
-        return
-    for i, t in enumerate(tensors):
-        if values[i] is not None and t.numel() > SKETCH_ELEMENTS:
-            values[i] *= math.sqrt(sketch_view(t)[1])  # type: ignore[operator]
 
 
 class StepSampler:
@@ -178,18 +162,18 @@ class StepSampler:
         after = pack(params)
         b.add("p_norm", params, "norm", after)
         if self._before:
-            b.add("update", self._diffs(params, self._before), "norm", _minus(after, self._before_packs))
+            b.add("update", sketch_diffs(params, self._before), "norm", minus(after, self._before_packs))
         state = [self.optimizer.state.get(p, {}).get("exp_avg_sq") for p in params]
         b.add("s_nonzero", state, "nonzero_positive")
         if self.master:
             b.add("m_norm", self.master, "norm")
             if self._master_before:
-                b.add("m_update", self._diffs(self.master, self._master_before), "norm")
+                b.add("m_update", sketch_diffs(self.master, self._master_before), "norm")
             b.add("m_s_nonzero", [self.optimizer.state.get(p, {}).get("exp_avg_sq") for p in self.master],
                   "nonzero_positive")
         v = b.fetch()
-        _scale_sketched(v, "update", params)
-        _scale_sketched(v, "m_update", self.master)
+        scale_sketched(v, "update", params)
+        scale_sketched(v, "m_update", self.master)
         v.update(self._count_nonfinite(v))
         self._before, self._master_before, self._grads, self._before_packs = [], [], [], []
         self._params_were_nonfinite = any(v["p_nonfinite"])
@@ -262,17 +246,6 @@ class StepSampler:
                 for i in idx:
                     out[key][i] = counted[key][i]
         return out
-
-    @staticmethod
-    def _diffs(after: list[torch.Tensor] | tuple[torch.Tensor, ...],
-               before: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
-        """before - after (= minus the update: same norm) over the sketched elements, written into the
-        `before` copies: one fused kernel, no new memory. None where there was no `before`."""
-        keep = [i for i, o in enumerate(before) if o is not None]
-        if keep:
-            torch._foreach_sub_([before[i] for i in keep],  # type: ignore[misc]
-                                [sketch_view(after[i].detach())[0] for i in keep])
-        return list(before)
 
     def _layer_rows(self, v: dict[str, list[float | None]], state: list[torch.Tensor | None]) -> list[LayerObs]:
         """One row per layer: norms, counts and ratios over its parameters (vectorised: layer_sums.py)."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch._utils import _flatten_dense_tensors
 
-__all__ = ["MIN_TENSORS", "SMALL", "Pack", "pack"]
+__all__ = ["MIN_TENSORS", "SMALL", "Pack", "minus", "pack"]
 
 SMALL = 1 << 12
 MIN_TENSORS = 32
@@ -111,3 +111,9 @@ def pack(tensors: Sequence[torch.Tensor | None]) -> list[Pack]:
                 flat = _flatten_dense_tensors([tensors[i] for i in chunk])
                 out.append(Pack(chunk, flat, _segments(device, tuple(sizes[start:end]))))
     return out
+
+
+def minus(after: list[Pack], before: list[Pack]) -> list[Pack]:
+    """The change of packed tensors (after - before) where both packs hold the same tensors; positions
+    whose layout changed in between are left out (measured as missing)."""
+    return [a.minus(b) for a, b in zip(after, before) if a.positions == b.positions and a.flat.shape == b.flat.shape]
