@@ -38,7 +38,7 @@ from ..snapshot import Counters, Snapshot
 from .prometheus import SnapshotCollector
 from .text import Family, LabelCache, prerender
 
-__all__ = ["FIRST_WAIT_S", "QUICK_S", "RULES_SHARE", "WAIT_S", "Preparer"]
+__all__ = ["FIRST_WAIT_S", "QUICK_S", "RULES_SHARE", "WAIT_S", "Prepared", "Preparer", "next_start"]
 
 log = logging.getLogger("monitor")
 
@@ -65,6 +65,18 @@ class Prepared:
 def _rest(state: Prepared) -> float:
     """Seconds the rules rest after a run: none when quick, else RULES_SHARE of the time at most."""
     return 0.0 if state.rules_seconds < QUICK_S else state.rules_seconds * (1 / RULES_SHARE - 1)
+
+
+def next_start(scrapes: list[float], state: Prepared) -> float | None:
+    """When (time.monotonic) to start preparing so that it is done by the next scrape: Prometheus scrapes
+    at a fixed interval (the median of the last gaps); lead = 1.5x the last duration (rules only if they
+    will not be resting) + a tenth of the interval. None before 3 scrapes (no rhythm yet)."""
+    if len(scrapes) < 3:
+        return None
+    interval = statistics.median(b - a for a, b in zip(scrapes, scrapes[1:]))
+    due = scrapes[-1] + interval
+    rules = state.rules_seconds if due - state.rules_done >= _rest(state) else 0.0
+    return due - 1.5 * (state.layer_seconds + rules) - 0.1 * interval
 
 
 class Preparer:
@@ -167,15 +179,12 @@ class Preparer:
                 self._cond.notify_all()
 
     def _until_next_scrape(self) -> float | None:
-        """Seconds until a preparation should start to be ready for the next scrape (Prometheus scrapes
-        at a fixed interval: the median of the last gaps), or None: wait for a scrape to ask."""
-        times, state = self._scrapes, self._state
-        if len(times) < 3 or state is None or self._started > times[-1]:
-            return None  # no rhythm yet, or this interval's preparation already ran
-        interval = statistics.median(b - a for a, b in zip(times, times[1:]))
-        due = times[-1] + interval
-        rules = state.rules_seconds if due - state.rules_done >= _rest(state) else 0.0  # resting: not rerun
-        return max(0.0, due - 1.5 * (state.layer_seconds + rules) - 0.1 * interval - time.monotonic())
+        """Seconds until the preparation for the next scrape should start, or None: wait for a scrape."""
+        state = self._state
+        if state is None or (self._scrapes and self._started > self._scrapes[-1]):
+            return None  # this interval's preparation already ran
+        start = next_start(self._scrapes, state)
+        return None if start is None else max(0.0, start - time.monotonic())
 
     def _prepare(self, last: Prepared | None) -> Prepared:
         version = self._version()
