@@ -90,7 +90,7 @@ class Preparer:
         self._snapshot, self._version, self._findings = snapshot, version, findings
         self._counters, self._events = counters, events
         self._state: Prepared | None = None
-        self._wanted = self._closed = False
+        self._wanted = self._closed = self._wake_after = False
         self._cond = threading.Condition()
         self._logged: set[str] = set()
         self._scrapes: list[float] = []  # monotonic times of the last scrapes
@@ -120,7 +120,7 @@ class Preparer:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=1.0)  # a rules run under way is not waited for: it publishes to nobody
 
     # -- scrape side ----------------------------------------------------------------------
     def _fresh(self) -> Prepared | None:
@@ -133,13 +133,22 @@ class Preparer:
                 return state
             quick = state is not None and max(state.layer_seconds, state.rules_seconds) < QUICK_S
             ahead = len(self._scrapes) >= 3 and self._started > self._scrapes[-2]  # prepared for this scrape
-            if quick or not ahead:
+            wait = FIRST_WAIT_S if state is None else WAIT_S if quick else 0.0
+            if wait:
                 self._wanted = True
                 self._cond.notify_all()
-            wait = FIRST_WAIT_S if state is None else WAIT_S if quick else 0.0
+            elif not ahead:  # woken once this scrape is answered (served()): not competing with it for the GIL
+                self._wake_after = True
             self._cond.wait_for(lambda: self._closed or (self._state is not None and self._state.version >= version
                                                          and self._state is not state), timeout=wait)
             return self._state
+
+    def served(self) -> None:
+        """The scrape's response is sent: start a preparation it asked for without waiting."""
+        with self._cond:
+            if self._wake_after:
+                self._wake_after, self._wanted = False, True
+                self._cond.notify_all()
 
     def _nonfinite_mark(self) -> int:
         """Grows whenever something non-finite is seen (sampled steps with NaN/Inf, non-finite events)."""

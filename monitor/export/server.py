@@ -49,6 +49,12 @@ class _Handler(BaseHTTPRequestHandler):
         """Every path serves the metrics (as prometheus_client's handler does)."""
         prepared = self.server.preparer  # families built and rules run off this thread (export/prepare.py)
         try:
+            self._send(prepared)
+        finally:
+            prepared.served()  # a preparation this scrape asked for starts now, not during it
+
+    def _send(self, prepared: Preparer) -> None:
+        try:
             body = render(prepared.families(), prepared.labels, on_error=prepared.error)
         except Exception as exc:  # beyond the per-family guards: counted, and the server thread lives on
             prepared.error(exc)
