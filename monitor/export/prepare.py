@@ -11,10 +11,13 @@ only assembles what was last prepared (globals and counters stay live).
   thread shares the interpreter (GIL) with training.
 - Freshness: when the last preparation was quick (< `QUICK_S`, small models) the scrape waits for the
   new one (at most `WAIT_S`), so every scrape is exact; when it is slow (large models) the scrape
-  answers at once from the last preparation. Once scrapes come at a steady interval, that one is
-  started ahead of the next scrape (by 1.5x its last duration plus a tenth of the interval), so it
-  describes the run a moment before the scrape rather than one interval before; same work, better
-  timed. The very first scrape waits up to `FIRST_WAIT_S`.
+  answers at once from the last preparation. The per-layer text is published before the rules run
+  (fresh numbers first; the findings follow). Once scrapes come at a steady interval, a preparation
+  is started ahead of the next scrape (by 1.5x the last per-layer build plus a tenth of the
+  interval), so the numbers describe the run a moment before the scrape rather than one interval
+  before: same work, better timed; the rules of that round run once the scrape is answered (not
+  competing with it for the GIL), so the findings are one interval older than the numbers. The very
+  first scrape waits up to `FIRST_WAIT_S`.
 - Never "healthy" on stale or failed findings: when something non-finite was seen after the findings
   served were computed, or the diagnosis itself raised (the last findings are kept), a
   `diagnosis_incomplete` warning is added. Errors are counted in `slatmon_monitor_errors_total`
@@ -68,15 +71,14 @@ def _rest(state: Prepared) -> float:
 
 
 def next_start(scrapes: list[float], state: Prepared) -> float | None:
-    """When (time.monotonic) to start preparing so that it is done by the next scrape: Prometheus scrapes
-    at a fixed interval (the median of the last gaps); lead = 1.5x the last duration (rules only if they
-    will not be resting) + a tenth of the interval. None before 3 scrapes (no rhythm yet)."""
+    """When (time.monotonic) to start preparing so that the per-layer text is done by the next scrape:
+    Prometheus scrapes at a fixed interval (the median of the last gaps); lead = 1.5x the last per-layer
+    build + a tenth of the interval (the rules follow it and may finish after that scrape). None before
+    3 scrapes (no rhythm yet)."""
     if len(scrapes) < 3:
         return None
     interval = statistics.median(b - a for a, b in zip(scrapes, scrapes[1:]))
-    due = scrapes[-1] + interval
-    rules = state.rules_seconds if due - state.rules_done >= _rest(state) else 0.0
-    return due - 1.5 * (state.layer_seconds + rules) - 0.1 * interval
+    return scrapes[-1] + interval - 1.5 * state.layer_seconds - 0.1 * interval
 
 
 class Preparer:
@@ -90,7 +92,7 @@ class Preparer:
         self._snapshot, self._version, self._findings = snapshot, version, findings
         self._counters, self._events = counters, events
         self._state: Prepared | None = None
-        self._wanted = self._closed = self._wake_after = False
+        self._wanted = self._closed = self._wake_after = self._rules_after = False
         self._cond = threading.Condition()
         self._logged: set[str] = set()
         self._scrapes: list[float] = []  # monotonic times of the last scrapes
@@ -101,10 +103,12 @@ class Preparer:
     def families(self) -> list[Family]:
         """Every family of one scrape, from the newest prepared state (waiting as the module says)."""
         state = self._fresh()
-        if state is None:  # not prepared in time: the live globals, and no claim of health
-            return self._collector.assemble(self._snapshot(), [], [incomplete(
-                "Diagnosis not ready yet", ["the first diagnosis of this run is still being computed"],
-                self._counters().step)])
+        if state is None or state.findings_version < 0:  # not prepared in time: no claim of health
+            pending = incomplete("Diagnosis not ready yet", ["the first diagnosis of this run is still being "
+                                                             "computed"], self._counters().step)
+            if state is None:
+                return self._collector.assemble(self._snapshot(), [], [pending])
+            return self._collector.assemble(state.snapshot, state.layers, [pending])
         return self._collector.assemble(state.snapshot, state.layers, self._guard(state))
 
     def error(self, exc: BaseException, where: str = "scrape") -> None:
@@ -132,21 +136,21 @@ class Preparer:
                     and state.snapshot is snap):
                 return state
             quick = state is not None and max(state.layer_seconds, state.rules_seconds) < QUICK_S
-            ahead = len(self._scrapes) >= 3 and self._started > self._scrapes[-2]  # prepared for this scrape
             wait = FIRST_WAIT_S if state is None else WAIT_S if quick else 0.0
-            if wait:
-                self._wanted = True
-                self._cond.notify_all()
-            elif not ahead:  # woken once this scrape is answered (served()): not competing with it for the GIL
-                self._wake_after = True
+            if wait:  # a full preparation, waited for
+                self._wanted, self._rules_after = True, False
+            elif next_start(self._scrapes, state) is None:  # no rhythm yet: prepare once this scrape is
+                self._wake_after = True  # answered (served()), not competing with it for the GIL
+            self._cond.notify_all()  # the thread re-plans with this scrape's time
             self._cond.wait_for(lambda: self._closed or (self._state is not None and self._state.version >= version
-                                                         and self._state is not state), timeout=wait)
+                                                         and self._state.findings_version >= version), timeout=wait)
             return self._state
 
     def served(self) -> None:
-        """The scrape's response is sent: start a preparation it asked for without waiting."""
+        """The scrape's response is sent: start what it asked for without waiting (a preparation with no
+        rhythm yet; with one, the rules after the planned per-layer build)."""
         with self._cond:
-            if self._wake_after:
+            if self._wake_after or self._rules_after:
                 self._wake_after, self._wanted = False, True
                 self._cond.notify_all()
 
@@ -173,53 +177,70 @@ class Preparer:
     def _run(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._wanted or self._closed, timeout=self._until_next_scrape())
+                while not (self._wanted or self._closed):
+                    delay = self._until_next_scrape()
+                    if delay == 0.0:
+                        break
+                    self._cond.wait(delay)  # None: until a scrape asks (or re-plans)
                 if self._closed:
                     return
-                self._wanted = False
-                self._started = time.monotonic()
-            try:
-                state = self._prepare(self._state)
-            except Exception as exc:  # a bug here must not end the thread: scrapes keep the last state
-                self.error(exc, "scrape preparation")
-                continue
-            with self._cond:
-                self._state = state
-                self._cond.notify_all()
+                planned, rules_only = not self._wanted, self._wanted and self._rules_after
+                self._wanted, self._rules_after = False, planned  # planned: the rules once that scrape is served
+                if not rules_only:
+                    self._started = time.monotonic()
+            stages = [self._prepare_layers, self._prepare_findings]  # fresh numbers first, then findings
+            for stage in stages[1:] if rules_only else stages[:1] if planned else stages:
+                try:
+                    state = stage(self._state)
+                except Exception as exc:  # a bug here must not end the thread: scrapes keep the last state
+                    self.error(exc, "scrape preparation")
+                    break
+                if state is None:
+                    break
+                with self._cond:
+                    self._state = state
+                    self._cond.notify_all()
 
     def _until_next_scrape(self) -> float | None:
-        """Seconds until the preparation for the next scrape should start, or None: wait for a scrape."""
-        state = self._state
-        if state is None or (self._scrapes and self._started > self._scrapes[-1]):
-            return None  # this interval's preparation already ran
-        start = next_start(self._scrapes, state)
-        return None if start is None else max(0.0, start - time.monotonic())
+        """Seconds until the preparation planned for the next scrape (0: now), or None: none planned
+        (no rhythm yet, or it already started)."""
+        target = None if self._state is None else next_start(self._scrapes, self._state)
+        if target is None or self._started >= target:
+            return None
+        return max(0.0, target - time.monotonic())
 
-    def _prepare(self, last: Prepared | None) -> Prepared:
+    def _prepare_layers(self, last: Prepared | None) -> Prepared:
+        """The per-layer text of the newest snapshot (the findings as they were: see _prepare_findings)."""
         version = self._version()
         snap = self._snapshot()  # read after the version: a snapshot newer than it is only prepared again
         if last is not None and last.snapshot is snap:
-            layers, layer_seconds = last.layers, last.layer_seconds
-        else:
-            t0 = time.perf_counter()
-            try:
-                layers = self._collector.layer_families(snap)
-                prerender(layers, self.labels)
-            except Exception as exc:
-                self.error(exc, "per-layer export")
-                layers = []
-            layer_seconds = time.perf_counter() - t0
-        if last is not None and not self._rules_due(last, version):
-            return dataclasses.replace(last, version=version, snapshot=snap, layers=layers, layer_seconds=layer_seconds)
+            return dataclasses.replace(last, version=version)
+        t0 = time.perf_counter()
+        try:
+            layers = self._collector.layer_families(snap)
+            prerender(layers, self.labels)
+        except Exception as exc:
+            self.error(exc, "per-layer export")
+            layers = []
+        seconds = time.perf_counter() - t0
+        if last is None:  # no findings yet (findings_version -1): the first scrape waits for them
+            return Prepared(version, snap, layers, [], -1, None, 0, seconds, 0.0, 0.0)
+        return dataclasses.replace(last, version=version, snapshot=snap, layers=layers, layer_seconds=seconds)
+
+    def _prepare_findings(self, last: Prepared | None) -> Prepared | None:
+        """The diagnosis at `last.version`, unless the findings are of that version already or resting."""
+        if last is None or not self._rules_due(last, last.version):
+            return None
         mark = self._nonfinite_mark()  # before the diagnosis reads the history: what it covers at least
         t0 = time.monotonic()
         try:
             findings, failed = self._findings(), None
         except Exception as exc:
             self.error(exc, "diagnosis")
-            findings, failed = (last.findings if last is not None else []), f"{type(exc).__name__}: {exc}"[:300]
+            findings, failed = last.findings, f"{type(exc).__name__}: {exc}"[:300]
         done = time.monotonic()
-        return Prepared(version, snap, layers, findings, version, failed, mark, layer_seconds, done - t0, done)
+        return dataclasses.replace(last, findings=findings, findings_version=last.version,
+                                   failed=failed, mark=mark, rules_seconds=done - t0, rules_done=done)
 
     @staticmethod
     def _rules_due(last: Prepared, version: int) -> bool:

@@ -258,11 +258,12 @@ def prepare_and_scrape(url: str, tries: int = 50) -> dict:
 
 
 def test_a_slow_preparation_is_timed_for_the_next_scrape() -> None:
-    """Pure scheduling (export/prepare.py next_start): scrapes every 5 s; a 0.4 s per-layer build and
-    1 s of rules start 2.6 s ahead of the next scrape, 0.5 + 0.6 s while the rules rest."""
+    """Pure scheduling (export/prepare.py next_start): scrapes every 5 s and a 0.4 s per-layer build
+    start the next preparation 1.5 x 0.4 + 0.5 s ahead of the next scrape, whatever the rules cost."""
     state = prepare.Prepared(version=1, snapshot=None, layers=[], findings=[], findings_version=1, failed=None,
                              mark=0, layer_seconds=0.4, rules_seconds=1.0, rules_done=8.0)
     assert prepare.next_start([0.0, 5.0], state) is None  # no rhythm yet
-    assert prepare.next_start([0.0, 5.0, 10.0], state) == pytest.approx(15.0 - 1.5 * 1.4 - 0.5)
-    resting = dataclasses.replace(state, rules_seconds=3.0, rules_done=10.0)  # 20% share: rest 12 s
-    assert prepare.next_start([0.0, 5.0, 10.0], resting) == pytest.approx(15.0 - 1.5 * 0.4 - 0.5)
+    assert prepare.next_start([0.0, 5.0, 10.0], state) == pytest.approx(15.0 - 1.5 * 0.4 - 0.5)
+    assert prepare.next_start([0.0, 5.0, 10.0], dataclasses.replace(state, rules_seconds=30.0)) == (
+        prepare.next_start([0.0, 5.0, 10.0], state))
+    assert prepare.next_start([0.0, 4.0, 10.0, 15.0], state) == pytest.approx(20.0 - 1.5 * 0.4 - 0.5)
