@@ -70,6 +70,10 @@ def _rest(state: Prepared) -> float:
     return 0.0 if state.rules_seconds < QUICK_S else state.rules_seconds * (1 / RULES_SHARE - 1)
 
 
+def _quick(state: Prepared) -> bool:
+    return max(state.layer_seconds, state.rules_seconds) < QUICK_S
+
+
 def next_start(scrapes: list[float], state: Prepared) -> float | None:
     """When (time.monotonic) to start preparing so that the per-layer text is done by the next scrape:
     Prometheus scrapes at a fixed interval (the median of the last gaps); lead = 1.5x the last per-layer
@@ -135,7 +139,7 @@ class Preparer:
             if (state is not None and state.version == state.findings_version == version
                     and state.snapshot is snap):
                 return state
-            quick = state is not None and max(state.layer_seconds, state.rules_seconds) < QUICK_S
+            quick = state is not None and _quick(state)
             wait = FIRST_WAIT_S if state is None else WAIT_S if quick else 0.0
             if wait:  # a full preparation, waited for
                 self._wanted, self._rules_after = True, False
@@ -204,7 +208,10 @@ class Preparer:
     def _until_next_scrape(self) -> float | None:
         """Seconds until the preparation planned for the next scrape (0: now), or None: none planned
         (no rhythm yet, or it already started)."""
-        target = None if self._state is None else next_start(self._scrapes, self._state)
+        state = self._state
+        if state is None or _quick(state):
+            return None  # quick: every scrape waits for its own preparation instead
+        target = next_start(self._scrapes, state)
         if target is None or self._started >= target:
             return None
         return max(0.0, target - time.monotonic())
