@@ -10,7 +10,8 @@ GPU syncs: none on unsampled steps, except under GradScaler with a fused optimiz
 scaler's `found_inf` is read in the step pre-hook (the same sync GradScaler itself makes for other
 optimizers); one host transfer per sampled step (in the post-hook, or at the next forward under an
 fp32 master copy); one `get_scale()` and one loss read after a step that was skipped.
-Threads: hooks run in the training thread; the HTTP endpoint and the record writer have their own.
+Threads: hooks run in the training thread; the HTTP endpoint, its preparation thread (per-layer text
+and the diagnosis for scrapes, export/prepare.py) and the record writer have their own.
 Any exception inside the monitor is counted (`slatmon_monitor_errors_total`), logged once, and
 swallowed: training goes on.
 """
