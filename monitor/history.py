@@ -45,6 +45,7 @@ class LayerInfo:
     # mean |w| of the layer's 16-bit tensors that are not all zero, measured once at watch() (None: not
     # 16-bit, or not measured); what the pre-flight compares the lr with (half an ulp of it)
     typical_abs: float | None = None
+    modules: int = 1  # modules owning parameters measured as this layer (> 1: grouped, see monitor/layers.py)
 
 
 @dataclass(frozen=True)

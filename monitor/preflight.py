@@ -83,6 +83,7 @@ def describe(model: nn.Module, optimizer: torch.optim.Optimizer, layers: LayerMa
     for p, li in zip(layers.params, layers.param_layer):
         per_layer[layers.names[li]].append(p)
     infos = {}
+    modules = dict(zip(layers.names, layers.modules))
     for name, params in per_layer.items():
         in_opt = [p for p in params if id(p) in opt_ids]
         state = next((d for d in (_state_dtype(optimizer, p) for p in in_opt) if d), None)
@@ -94,6 +95,7 @@ def describe(model: nn.Module, optimizer: torch.optim.Optimizer, layers: LayerMa
             in_optimizer=bool(in_opt),
             group=group_of[id(in_opt[0])] if in_opt else None,
             typical_abs=(typical or {}).get(name),
+            modules=modules.get(name, 1),
         )
     device = next((str(p.device) for p in layers.params), "cpu")
     return RunInfo(

@@ -14,11 +14,14 @@ from dataclasses import dataclass, field
 import torch
 
 from .history import LayerObs
+from .layer_sums import Column, LayerSums
 from .layers import LayerMap
 from .localize import OUTPUT
-from .probes import DeviceBatch, sketch_view
+from .probes import DeviceBatch, Pack, pack, sketch_view
 from .probes.moment_lag import queue_rms
-from .update_signals import LOW_PRECISION, rms, scale_rms, share, unchanged
+from .probes.packed import minus
+from .probes.sketch import scale_sketched, sketch_diffs
+from .update_signals import LOW_PRECISION, rms, scale_rms, unchanged
 
 __all__ = ["ROOT", "SampledStep", "StepSampler"]
 
@@ -36,6 +39,8 @@ class SampledStep:
     grad_nonfinite: int
     param_nonfinite: int
     extra: dict[str, list[float | None]] = field(default_factory=dict)  # begin(extra=...) values, fetched
+    # "grad" / "param" -> the first parameter (model order) with non-finite values: exact inside a grouped layer
+    first_nonfinite: dict[str, str] = field(default_factory=dict)
 
 
 def _sum(values: list[float | None]) -> float | None:
@@ -43,14 +48,14 @@ def _sum(values: list[float | None]) -> float | None:
     return sum(present) if present else None
 
 
-def _count(values: list[float | None]) -> int | None:
-    """Sum of counts; None when any is unknown."""
-    return None if any(x is None for x in values) else int(sum(values))  # type: ignore[arg-type]
-
-
 def _add_divisor(b: DeviceBatch, name: str, value: torch.Tensor | float | None) -> None:
     """The scale gradients carry, fetched with the batch (a CPU scalar costs no GPU sync)."""
     b.add_scalar(name, value if isinstance(value, torch.Tensor) else torch.tensor(float(value or 1.0)))
+
+
+def _ratios(sums: list[float | None], totals: list[float]) -> list[float | None]:
+    """sums[i] / totals[i] per layer; None where nothing was measured."""
+    return [None if s is None or not t else s / t for s, t in zip(sums, totals)]
 
 
 def _divisor(v: dict[str, list[float | None]], name: str) -> float:
@@ -61,12 +66,6 @@ def _divisor(v: dict[str, list[float | None]], name: str) -> float:
 def _l2(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return math.sqrt(sum(v * v for v in present)) if present else None
-
-
-def _scale_sketched(v: dict[str, list[float | None]], key: str, tensors: list[torch.Tensor]) -> None:
-    """Norms measured on a sketch (probes/sketch.py) scaled to the whole tensor, in place."""
-    if key in v:
-        v[key] = [None if x is None else x * math.sqrt(sketch_view(t)[1]) for x, t in zip(v[key], tensors)]
 
 
 class StepSampler:
@@ -89,8 +88,10 @@ class StepSampler:
         self._master_before: list[torch.Tensor | None] = []
         self._grads: list[torch.Tensor | None] = []
         self._master_grads: list[torch.Tensor | None] = []
+        self._before_packs: list[Pack] = []
         self._params_were_nonfinite = False
         self._extra: list[str] = []
+        self._sums = LayerSums(layers.param_layer, len(layers.names))
 
     @property
     def pending(self) -> bool:
@@ -108,10 +109,11 @@ class StepSampler:
         scale the gradients carry now (a device tensor for GradScaler: no sync)."""
         grads = [p.grad for p in self.layers.params]
         b = DeviceBatch()
-        b.add("g_norm", grads, "norm")
-        b.add("g_nonzero", grads, "nonzero")
+        packs = pack(grads)  # small gradients copied once, shared by the statistics below
+        b.add("g_norm", grads, "norm", packs)
+        b.add("g_nonzero", grads, "nonzero", packs)
         if self.master:  # the model's grads may be zeroed in place before the deferred finish()
-            b.add("g_nonfinite", grads, "nonfinite")
+            b.add("g_nonfinite", grads, "nonfinite", packs)
         _add_divisor(b, "g_div", grads_scaled_by)
         self._capture = b
 
@@ -143,9 +145,12 @@ class StepSampler:
         if self.master:
             b.add("m_g_norm", [p.grad for p in self.master], "norm")
             b.add("m_norm_before", self.master, "norm")
-        b.add("p_norm_before", params, "norm")
+        # small parameters are copied packed (their update is measured exactly from the copy in finish())
+        self._before_packs = pack(params) if self.update_ratio else []
+        before = self._before_packs or pack(params)
+        b.add("p_norm_before", params, "norm", before)
         if self._params_were_nonfinite:  # count now: the copy below becomes the update in finish()
-            b.add("p_nonfinite_before", params, "nonfinite")
+            b.add("p_nonfinite_before", params, "nonfinite", before)
         if loss is not None:
             b.add_scalar("loss", loss)
         if isinstance(scale, torch.Tensor):
@@ -157,9 +162,10 @@ class StepSampler:
             b.add_values(name, values)
         self._scale = None if isinstance(scale, torch.Tensor) else scale
         self._grads, self._master_grads = grads, [p.grad for p in self.master]
-        if self.update_ratio:  # a strided sample of large tensors (probes/sketch.py), not a full copy
-            self._before = [sketch_view(p.detach())[0].clone() if g is not None else None
-                            for p, g in zip(params, grads)]
+        if self.update_ratio:  # the others: a strided sample of large tensors (probes/sketch.py), not a full copy
+            packed = {i for pk in self._before_packs for i in pk.positions}
+            self._before = [None if g is None or i in packed else sketch_view(p.detach())[0].clone()
+                            for i, (p, g) in enumerate(zip(params, grads))]
             self._master_before = [sketch_view(p.detach())[0].clone() for p in self.master]
 
     def finish(self) -> SampledStep | None:
@@ -171,11 +177,18 @@ class StepSampler:
         if b is None:
             return None
         params = self.layers.params
-        b.add("p_norm", params, "norm")
+        after = pack(params)
+        b.add("p_norm", params, "norm", after)
         if self._before:
-            diffs = self._diffs(params, self._before)
-            b.add("update", diffs, "norm")
-            b.add("changed", [d if p.dtype in LOW_PRECISION else None for p, d in zip(params, diffs)], "nonzero")
+            diffs = sketch_diffs(params, self._before)
+            diff_packs = minus(after, self._before_packs)
+            b.add("update", diffs, "norm", diff_packs)
+            low = [pk for pk in diff_packs if pk.flat.dtype in LOW_PRECISION]  # small 16-bit tensors, whole
+            b.add("changed", [d if p.dtype in LOW_PRECISION else None for p, d in zip(params, diffs)], "nonzero", low)
+            measured = [None if d is None else d.numel() for d in diffs]
+            for pk in low:
+                for i in pk.positions:
+                    measured[i] = params[i].numel()
         rms_factors = queue_rms(b, "rms", self.optimizer, params, self._grads)
         m_rms_factors = queue_rms(b, "m_rms", self.optimizer, self.master, self._master_grads)
         state = [self.optimizer.state.get(p, {}).get("exp_avg_sq") for p in params]
@@ -183,20 +196,21 @@ class StepSampler:
         if self.master:
             b.add("m_norm", self.master, "norm")
             if self._master_before:
-                b.add("m_update", self._diffs(self.master, self._master_before), "norm")
+                b.add("m_update", sketch_diffs(self.master, self._master_before), "norm")
             b.add("m_s_nonzero", [self.optimizer.state.get(p, {}).get("exp_avg_sq") for p in self.master],
                   "nonzero_positive")
         v = b.fetch()
-        _scale_sketched(v, "update", params)
-        _scale_sketched(v, "m_update", self.master)
-        v["unchanged"] = unchanged(v.get("changed", []), v["g_norm"], self._before, params)
+        scale_sketched(v, "update", params)
+        scale_sketched(v, "m_update", self.master)
+        if self._before:
+            v["unchanged"] = unchanged(v.get("changed", []), v["g_norm"], measured, params)
         # after step() the gradients are unscaled: GradScaler unscales before it, a fused kernel writes its
         # unscaled gradients back (aten fused_adam_utils.cuh, "Conditional Gradient Store"), TRELLIS's
         # master gradients are unscaled by the loop
         scale_rms(v, "rms", rms_factors)
         scale_rms(v, "m_rms", m_rms_factors)
         v.update(self._count_nonfinite(v))
-        self._before, self._master_before, self._grads, self._master_grads = [], [], [], []
+        self._before, self._master_before, self._grads, self._master_grads, self._before_packs = [], [], [], [], []
         self._params_were_nonfinite = any(v["p_nonfinite"])
         rows = self._layer_rows(v, state)
         if self.master:
@@ -209,7 +223,16 @@ class StepSampler:
             step=self._step, rows=tuple(rows), loss=v["loss"][0] if "loss" in v else None, loss_scale=scale,
             grad_norm_total=grad_norm, grad_norm_applied=self._applied_norm(v, grad_norm),
             grad_nonfinite=int(_sum(v["g_nonfinite"]) or 0), param_nonfinite=int(_sum(v["p_nonfinite"]) or 0),
-            extra={name: v[name] for name in self._extra})
+            extra={name: v[name] for name in self._extra}, first_nonfinite=self._first_nonfinite(v))
+
+    def _first_nonfinite(self, v: dict[str, list[float | None]]) -> dict[str, str]:
+        names = self.layers.param_names
+        out = {}
+        for tensor, key in (("grad", "g_nonfinite"), ("param", "p_nonfinite")):
+            i = next((i for i, n in enumerate(v[key]) if n), None)
+            if i is not None and i < len(names):
+                out[tensor] = names[i]
+        return out
 
     def _applied_norm(self, v: dict[str, list[float | None]], grad_norm: float | None) -> float | None:
         """Global norm of the gradients the optimizer received (after clipping and unscaling)."""
@@ -249,54 +272,53 @@ class StepSampler:
         if any(idx for _, idx, _ in todo.values()):
             b = DeviceBatch()
             for key, (tensors, idx, stat) in todo.items():
-                b.add(key, [tensors[i] if i in idx else None for i in range(n)], stat)
+                chosen: list[torch.Tensor | None] = [None] * n
+                for i in idx:
+                    chosen[i] = tensors[i]
+                b.add(key, chosen, stat)
             counted = b.fetch()
             for key, (_, idx, _) in todo.items():
                 for i in idx:
                     out[key][i] = counted[key][i]
         return out
 
-    @staticmethod
-    def _diffs(after: list[torch.Tensor] | tuple[torch.Tensor, ...],
-               before: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
-        """before - after (= minus the update: same norm) over the sketched elements, written into the
-        `before` copies: one fused kernel, no new memory. None where there was no `before`."""
-        keep = [i for i, o in enumerate(before) if o is not None]
-        if not keep:  # a step with no gradient at all (optimizer.step() without a backward)
-            return list(before)
-        torch._foreach_sub_([before[i] for i in keep],  # type: ignore[misc]
-                            [sketch_view(after[i].detach())[0] for i in keep])
-        return list(before)
-
     def _layer_rows(self, v: dict[str, list[float | None]], state: list[torch.Tensor | None]) -> list[LayerObs]:
-        n = len(self.layers.names)
-        idx: list[list[int]] = [[] for _ in range(n)]
-        for i, li in enumerate(self.layers.param_layer):
-            idx[li].append(i)
-        params = self.layers.params
+        """One row per layer: norms, counts and ratios over its parameters (vectorised: layer_sums.py)."""
+        sums, n = self._sums, len(self.layers.params)
+        col = {key: Column.of(v.get(key), n) for key in (
+            "g_norm", "p_norm", "p_norm_before", "update", "g_nonfinite", "p_nonfinite", "p_nonfinite_before",
+            "g_nonzero", "s_nonzero", "unchanged", "rms")}
+        grad = col["g_norm"].present  # absent: no gradient
+        has_state = torch.tensor([s is not None for s in state], dtype=torch.bool)
         divisor = _divisor(v, "g_div")
+        g_norm, param_norm = sums.l2(col["g_norm"]), sums.l2(col["p_norm"])
+        before, upd = sums.l2(col["p_norm_before"]), sums.l2(col["update"], grad)
+        g_bad, p_bad = sums.total(col["g_nonfinite"], grad), sums.total(col["p_nonfinite"])
+        b_bad, b_unknown = sums.total(col["p_nonfinite_before"]), sums.any_absent(col["p_nonfinite_before"])
+        g_nonzero, s_nonzero = sums.total(col["g_nonzero"], grad), sums.total(col["s_nonzero"], has_state)
+        numel = [p.numel() for p in self.layers.params]
+        g_numel = sums.weights(numel, grad)
+        unchanged_share = _ratios(sums.total(col["unchanged"], grad),
+                                  sums.weights(numel, col["unchanged"].present & grad))
+        rms_mean = _ratios(sums.total(col["rms"], grad), sums.weights(numel, col["rms"].present & grad))
+        s_numel = sums.weights([0 if s is None else s.numel() for s in state], has_state)
+        has_grad = sums.weights([1] * n, grad)
+        if "p_nonfinite_before" not in v:
+            b_unknown = [False] * len(b_unknown)
         rows = []
-        for li, members in enumerate(idx):
-            with_grad = [i for i in members if v["g_norm"][i] is not None]  # None: no gradient
-            pick = lambda key, ms=members: [v[key][i] for i in ms] if key in v else []  # noqa: E731
-            g_numel = sum(params[i].numel() for i in with_grad)
-            s_members = [i for i in members if state[i] is not None]
-            s_numel = sum(state[i].numel() for i in s_members)  # type: ignore[union-attr]
-            g_norm = _l2(pick("g_norm", with_grad))
-            before = _l2(pick("p_norm_before"))
-            upd = _l2(pick("update", with_grad))
+        for li, name in enumerate(self.layers.names):
             rows.append(LayerObs(
-                step=self._step, layer=self.layers.names[li],
-                grad_norm=None if g_norm is None else g_norm / divisor,
-                param_norm=_l2(pick("p_norm")),
-                update_ratio=None if upd is None or not before else upd / before,
-                grad_nonfinite=None if not with_grad else int(_sum(pick("g_nonfinite", with_grad)) or 0),
-                param_nonfinite=int(_sum(pick("p_nonfinite")) or 0),
-                param_nonfinite_before=_count(pick("p_nonfinite_before")),
-                zero_grad_ratio=None if not g_numel else 1.0 - (_sum(pick("g_nonzero", with_grad)) or 0) / g_numel,
-                state_zero_ratio=None if not s_numel else 1.0 - (_sum(pick("s_nonzero", s_members)) or 0) / s_numel,
-                update_unchanged_ratio=share(pick("unchanged", with_grad), [params[i].numel() for i in with_grad]),
-                adam_rms_ratio=rms(pick("rms", with_grad), [params[i].numel() for i in with_grad]),
+                step=self._step, layer=name,
+                grad_norm=None if g_norm[li] is None else g_norm[li] / divisor,
+                param_norm=param_norm[li],
+                update_ratio=None if upd[li] is None or not before[li] else upd[li] / before[li],
+                grad_nonfinite=None if not has_grad[li] else int(g_bad[li] or 0),
+                param_nonfinite=int(p_bad[li] or 0),
+                param_nonfinite_before=None if b_unknown[li] else int(b_bad[li] or 0),
+                zero_grad_ratio=None if not g_numel[li] else 1.0 - (g_nonzero[li] or 0) / g_numel[li],
+                state_zero_ratio=None if not s_numel[li] else 1.0 - (s_nonzero[li] or 0) / s_numel[li],
+                update_unchanged_ratio=unchanged_share[li],
+                adam_rms_ratio=None if rms_mean[li] is None else math.sqrt(max(rms_mean[li], 0.0)),
             ))
         return rows
 

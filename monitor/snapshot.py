@@ -3,16 +3,20 @@
 The training thread builds a new Snapshot and assigns it; the scrape thread reads whichever one it
 finds. No locks: a reference assignment is atomic, and nothing in a Snapshot is ever mutated.
 Counters that move on every iteration (skipped steps, errors, time spent) live in `Counters`,
-plain ints and floats that only the training thread writes.
+plain ints and floats that only the training thread writes (except `background_errors`, counted
+under a lock by the threads that diagnose and serve scrapes).
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 from .history import LayerInfo, LayerObs, StepObs
 
 __all__ = ["Counters", "Snapshot"]
+
+_BACKGROUND_LOCK = threading.Lock()
 
 
 @dataclass
@@ -25,6 +29,13 @@ class Counters:
     errors: int = 0
     monitor_seconds: float = 0.0
     record_errors: int = 0  # observations the run record lost; written by the record writer thread only
+    # errors caught off the training thread's hooks: the diagnosis, the scrape (count_background_error)
+    background_errors: int = 0
+
+    def count_background_error(self) -> None:
+        """One more error caught in the diagnosis or the scrape path (any thread: under a lock)."""
+        with _BACKGROUND_LOCK:
+            self.background_errors += 1
 
 
 @dataclass(frozen=True)

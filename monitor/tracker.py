@@ -33,6 +33,21 @@ def _nonfinite(v: float | None) -> bool:
     return v is not None and not math.isfinite(v)
 
 
+def _first_event(s: SampledStep, tensor: str, bad: list[LayerObs], attr: str) -> Event:
+    """The first non-finite `tensor` (grad / param): its layer is the module owning the first non-finite
+    parameter, exact also when that module is measured inside a grouped layer (named in `group`)."""
+    detail: dict[str, object] = {"layers": len(bad), "elements": sum(getattr(r, attr) for r in bad)}
+    param = s.first_nonfinite.get(tensor)
+    layer = bad[0].layer
+    if param is not None:
+        detail["parameter"] = param
+        owner = param.rpartition(".")[0] or "<root>"
+        if owner != layer:
+            detail["group"] = layer
+        layer = owner
+    return Event(s.step, "nonfinite", layer, tensor, detail)
+
+
 class Tracker:
     """Observations of one watched run. `counters` are the watcher's live scalars (read, and the
     non-finite step counts written, here); `model` is where localisation hooks go when armed;
@@ -56,7 +71,7 @@ class Tracker:
         self._acts: tuple[int, dict[str, int]] | None = None
         self._writer = RecordWriter(record, counters) if record is not None else None
         self._version = 0
-        self._cache: tuple[tuple[int, int] | None, list[Finding]] = (None, [])
+        self._cache: tuple[int | None, list[Finding]] = (None, [])
 
     # -- observations -------------------------------------------------------------------
     def start_run(self, info: RunInfo, preflight: list[Finding]) -> None:
@@ -183,8 +198,7 @@ class Tracker:
                 self.counters.nonfinite_steps[tensor] += 1
                 if tensor not in self._seen:
                     self._seen.add(tensor)
-                    events.append(Event(s.step, "nonfinite", bad[0].layer, tensor,
-                                        {"layers": len(bad), "elements": sum(getattr(r, attr) for r in bad)}))
+                    events.append(_first_event(s, tensor, bad, attr))
         if _nonfinite(s.loss) and "loss" not in self._seen:
             self._seen.add("loss")
             events.append(Event(s.step, "nonfinite", None, "loss", {"value": str(s.loss)}))
@@ -221,12 +235,21 @@ class Tracker:
         return History(run=info, steps=list(self._steps), layers=rows, events=list(self._events) + gaps,
                        preflight=list(preflight))
 
+    @property
+    def version(self) -> int:
+        """Moves whenever the history, the events, the snapshot or what the record lost may have changed
+        (any thread; both parts only grow)."""
+        return self._version + (self._writer.version if self._writer is not None else 0)
+
     def findings(self, info: RunInfo, preflight: list[Finding]) -> list[Finding]:
-        version = (self._version, self._writer.version if self._writer is not None else 0)
+        """Every rule over the history (cached per version; any thread). A rule that fails is counted in
+        `counters.background_errors` (and named by a `diagnosis_incomplete` finding)."""
+        version = self.version
         if self._cache[0] != version:
             from .diagnosis import run_rules
 
-            self._cache = (version, run_rules(self.history(info, preflight)))
+            found = run_rules(self.history(info, preflight), on_error=lambda *_: self.counters.count_background_error())
+            self._cache = (version, found)
         return list(self._cache[1])
 
     def events(self) -> list[Event]:

@@ -9,6 +9,7 @@ turn the fetched per-tensor numbers into per-layer values. Pure Python.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -17,17 +18,18 @@ __all__ = ["LOW_PRECISION", "rms", "scale_rms", "share", "unchanged"]
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-def unchanged(changed: list[float | None], grad_norms: list[float | None], diffs: list[torch.Tensor | None],
-              params: list[torch.Tensor]) -> list[float | None]:
+def unchanged(changed: list[float | None], grad_norms: list[float | None], measured: list[int | None],
+              params: Sequence[torch.Tensor]) -> list[float | None]:
     """Per tensor: its elements the update left exactly unchanged, from `changed` (non-zero elements of
-    before - after over the sketch `diffs[i]`), scaled to the whole tensor. None where not measured
-    (not 16-bit, no sketch), where the gradient was 0 or absent (nothing was asked to move), or where
-    the count is unknown (a NaN in the difference makes the fused CUDA count NaN)."""
+    before - after over the `measured[i]` elements compared: a sketch, or the whole of a small packed
+    tensor), scaled to the whole tensor. None where not measured (not 16-bit, no copy), where the
+    gradient was 0 or absent (nothing was asked to move), or where the count is unknown (a NaN in the
+    difference makes the fused CUDA count NaN)."""
     out: list[float | None] = [None] * len(params)  # `changed` is empty without the update ratio's copies
     for i, n in enumerate(changed):
-        d = diffs[i] if i < len(diffs) else None
-        if n is not None and d is not None and math.isfinite(n) and grad_norms[i]:
-            out[i] = (d.numel() - n) * params[i].numel() / d.numel()
+        m = measured[i] if i < len(measured) else None
+        if n is not None and m and math.isfinite(n) and grad_norms[i]:
+            out[i] = (m - n) * params[i].numel() / m
     return out
 
 

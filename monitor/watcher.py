@@ -10,7 +10,8 @@ GPU syncs: none on unsampled steps, except under GradScaler with a fused optimiz
 scaler's `found_inf` is read in the step pre-hook (the same sync GradScaler itself makes for other
 optimizers); one host transfer per sampled step (in the post-hook, or at the next forward under an
 fp32 master copy); one `get_scale()` and one loss read after a step that was skipped.
-Threads: hooks run in the training thread; the HTTP endpoint and the record writer have their own.
+Threads: hooks run in the training thread; the HTTP endpoint, its preparation thread (per-layer text
+and the diagnosis for scrapes, export/prepare.py) and the record writer have their own.
 Any exception inside the monitor is counted (`slatmon_monitor_errors_total`), logged once, and
 swallowed: training goes on.
 """
@@ -464,7 +465,8 @@ class Watcher:
         tracker = self.tracker
         self._server, self.url = serve(lambda: tracker.snapshot, lambda: self.counters, self._findings_for_scrape,
                                        lambda: self.info, host, port if chosen else default_port(self.dist),
-                                       events=tracker.events, fallback=not chosen, export_layers=self._export_layers)
+                                       events=tracker.events, fallback=not chosen, export_layers=self._export_layers,
+                                       version=lambda: tracker.version)
         if targets_dir:  # file-based service discovery: Prometheus finds this run by itself
             from .ops.targets import register
 

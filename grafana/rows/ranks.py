@@ -23,8 +23,9 @@ def panels(ctx: Ctx) -> list[Builder]:
                    "DDP more than 1 means a rank waits (a hung rank, a straggler, a stuck collective).",
                    query(ctx, f"max by (run) (slatmon_step{{{SEL}}}) - min by (run) (slatmon_step{{{SEL}}})",
                          "{{run}}"), width=8),
-        stat_panel(ctx, "Layers grouped", "Layers exported inside a block group (layer=\"<block>.*\") rather "
-                   "than alone, per rank: the default above 8 ranks; the run record keeps every layer.",
+        stat_panel(ctx, "Layers grouped", "Modules exported inside a group rather than alone, per rank: "
+                   "max_layers ranges (layer=\"layers.[0-9]\") and, above 8 ranks, block groups "
+                   "(layer=\"<block>.*\"; the run record keeps every measured layer).",
                    query(ctx, f"max by (run) (slatmon_layers_grouped{{{SEL}}})", "{{run}}"), width=8),
         timeseries_panel(ctx, "Grad-norm spread across ranks", "(max - min) / max of the ranks' global "
                          "gradient norms. After DDP's all-reduce it is 0 on every step the ranks share; "

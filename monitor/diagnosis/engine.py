@@ -1,7 +1,8 @@
 """run_rules: every rule over a History, isolated, merged and ranked.
 
 A rule that raises is logged (with its traceback, once per rule and message) and skipped: the
-diagnosis never fails because one rule did. Rules run in RULES order, which also breaks ties of
+diagnosis never fails because one rule did, and never reads as healthy either (a
+`diagnosis_incomplete` warning names the rule). Rules run in RULES order, which also breaks ties of
 severity and first step. Then cause before consequence (findings.rank / explain): a finding that
 explains another (nonfinite_input before the nonfinite_loss it makes, nonfinite_forward before
 loss_scale_collapse) ranks right before it, and the other says what it follows from.
@@ -36,11 +37,12 @@ from . import (
     update_rounds_away,
 )
 
-__all__ = ["RULES", "Rule", "merge", "run_rules"]
+__all__ = ["INCOMPLETE", "RULES", "Rule", "incomplete", "merge", "run_rules"]
 
 log = logging.getLogger("monitor.diagnosis")
 
 Rule = Callable[[History], list[Finding]]
+INCOMPLETE = "diagnosis_incomplete"
 
 RULES: tuple[tuple[str, Rule], ...] = (
     ("nonfinite_input", nonfinite_input.rule),
@@ -100,11 +102,15 @@ def merge(findings: Sequence[Finding]) -> list[Finding]:
     return out
 
 
-def _run_one(name: str, rule: Rule, history: History) -> list[Finding]:
+OnError = Callable[[str, Exception], None]
+
+
+def _run_one(name: str, rule: Rule, history: History, failed: list[tuple[str, Exception]]) -> list[Finding]:
     try:
         result = rule(history)
         return [f for f in result if isinstance(f, Finding)]
     except Exception as exc:  # a broken rule must not take the diagnosis down
+        failed.append((name, exc))
         key = (name, str(exc))
         if key not in _logged:
             _logged.add(key)
@@ -112,20 +118,42 @@ def _run_one(name: str, rule: Rule, history: History) -> list[Finding]:
         return []
 
 
-def run_rules(history: History, rules: Sequence[tuple[str, Rule]] = RULES) -> list[Finding]:
-    """Every rule over `history`, merged per code, ranked (most severe, then earliest, first; a cause
-    right before the findings it explains, see findings.rank).
+def _last_step(history: History) -> int:
+    steps = [s.step for s in history.steps if isinstance(getattr(s, "step", None), int)]
+    return max(steps, default=0)
+
+
+def incomplete(title: str, evidence: Sequence[str], step: int) -> Finding:
+    """`diagnosis_incomplete` from `step` on: the findings beside it may miss something (a rule failed, or
+    the newest steps are not diagnosed yet); a run is never reported healthy on a diagnosis that did not
+    complete."""
+    return Finding(INCOMPLETE, "warning", title, tuple(evidence), step, (), ())
+
+
+def run_rules(history: History, rules: Sequence[tuple[str, Rule]] | None = None,
+              on_error: OnError | None = None) -> list[Finding]:
+    """Every rule over `history` (`rules`: default RULES), merged per code, ranked (most severe, then
+    earliest, first; a cause right before the findings it explains, see findings.rank).
 
     `history.preflight` findings are kept unless a rule produced the same code (the rule saw the same
     RunInfo plus the observed steps, so its finding wins); kept ones lose their fix snippets
     (`untrusted`). Last, `nonfinite_values` adds a finding for non-finite values that nothing above
-    explains (never "healthy" while any was seen). Never raises for a rule's failure.
+    explains (never "healthy" while any was seen). Never raises for a rule's failure: the rule is
+    skipped, logged once, reported to `on_error(name, exc)`, and a `diagnosis_incomplete` warning names it.
     """
-    produced = merge([f for name, rule in rules for f in _run_one(name, rule, history)])
+    rules = RULES if rules is None else rules
+    failed: list[tuple[str, Exception]] = []
+    produced = merge([f for name, rule in rules for f in _run_one(name, rule, history, failed)])
     codes = {f.code for f in produced}
     kept = [untrusted(f) for f in history.preflight if isinstance(f, Finding) and f.code not in codes]
     found = produced + merge(kept)
-    found += _run_one("nonfinite_values", lambda h: nonfinite_values.check(h, found), history)
+    found += _run_one("nonfinite_values", lambda h: nonfinite_values.check(h, found), history, failed)
+    if failed:
+        found.append(incomplete(f"Diagnosis incomplete: rule {', '.join(n for n, _ in failed)} failed",
+                                [f"{n}: {type(e).__name__}: {e}"[:300] for n, e in failed], _last_step(history)))
+        for name, exc in failed:
+            if on_error is not None:
+                on_error(name, exc)
     position = {name: i for i, (name, _) in enumerate(rules)}
     found.sort(key=lambda f: position.get(f.code, len(position)))  # ties in RULES order, kept ones too
     return explain(found, getattr(history.run, "every", 1))

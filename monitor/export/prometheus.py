@@ -10,7 +10,7 @@ The training thread never touches any of this.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -42,7 +42,8 @@ _BASE = ("run", "rank")
 
 
 class SnapshotCollector(Collector):
-    """Exports `snapshot()`, `counters()` and `findings()` (callables, read at scrape time)."""
+    """Exports `snapshot()`, `counters()` and `findings()` (callables, read at scrape time). `on_error`:
+    where a family that fails to build is reported (it is then left out); None: the error propagates."""
 
     def __init__(
         self,
@@ -53,9 +54,10 @@ class SnapshotCollector(Collector):
         registry: CollectorRegistry | None = None,
         events: Callable[[], list[Event]] = list,
         export_layers: str = "auto",
+        on_error: Callable[[Exception], None] | None = None,
     ) -> None:
         self._snapshot, self._counters, self._findings, self._info = snapshot, counters, findings, info
-        self._events, self._export_layers = events, export_layers
+        self._events, self._export_layers, self._on_error = events, export_layers, on_error
         self._layer_cache: tuple[Snapshot | None, list[Family]] = (None, [])
         if registry is not None:
             registry.register(self)
@@ -72,16 +74,39 @@ class SnapshotCollector(Collector):
             yield m
 
     def families(self) -> list[Family]:
-        """Every family of one scrape (one read of the snapshot reference)."""
-        snap, counters = self._snapshot(), self._counters()
-        base = (snap.run, str(snap.rank))
+        """Every family of one scrape, computed here (one read of the snapshot reference)."""
+        snap = self._snapshot()
+        return self.assemble(snap, self.layer_families(snap), self._findings())
+
+    def layer_families(self, snap: Snapshot) -> list[Family]:
+        """The per-layer families of `snap` (the costly part at 10,000 layers), built once per snapshot."""
         cached, layers = self._layer_cache
         if cached is not snap:
+            base = (snap.run, str(snap.rank))
             shown, folded = self._grouped(snap)
             layers = [*self._layers(shown, base), self._grouped_family(base, folded)]
             self._layer_cache = (snap, layers)  # one reference assignment: safe with concurrent scrapes
-        return [*self._globals(snap, counters, base), *self._local_first(base), *layers,
-                *self._optimizer(snap, base), *self._finding_families(base), self._run_info(base)]
+        return layers
+
+    def assemble(self, snap: Snapshot, layers: list[Family], findings: list[Finding]) -> list[Family]:
+        """Every family of one scrape from its parts (export/prepare.py prepares `layers` and `findings`
+        off the scrape path). With `on_error`, a part that raises is left out and reported, and the rest
+        is still served; the counters are read last, so they include an error of this very scrape."""
+        base = (snap.run, str(snap.rank))
+        parts: list[Callable[[], Iterable[Family]]] = [
+            lambda: self._local_first(base), lambda: layers, lambda: self._optimizer(snap, base),
+            lambda: self._finding_families(base, findings), lambda: [self._run_info(base)]]
+        out = [f for part in parts for f in self._guarded(part)]
+        return [*self._guarded(lambda: self._globals(snap, self._counters(), base)), *out]
+
+    def _guarded(self, part: Callable[[], Iterable[Family]]) -> list[Family]:
+        if self._on_error is None:
+            return list(part())
+        try:
+            return list(part())
+        except Exception as exc:  # our bug must not cost the scrape: the other families are still served
+            self._on_error(exc)
+            return []
 
     def _globals(self, snap: Snapshot, c: Counters, base: tuple[str, str]) -> Iterator[Family]:
         def one(kind: str, name: str, doc: str, value: float | None) -> Family:
@@ -106,7 +131,8 @@ class SnapshotCollector(Collector):
                   "scale drops, step_skipped(), the guard.", c.skipped_steps)
         yield one("counter", "slatmon_monitor_seconds", "Time the monitor spent in the training thread.",
                   c.monitor_seconds)
-        yield one("counter", "slatmon_monitor_errors", "Errors caught inside the monitor.", c.errors)
+        yield one("counter", "slatmon_monitor_errors", "Errors caught inside the monitor (hooks, diagnosis, scrapes).",
+                  c.errors + c.background_errors)
         yield one("counter", "slatmon_record_errors", "Run-record observations that could not be written (and "
                   "record files found removed or replaced mid-run).", c.record_errors)
         steps = Family("slatmon_nonfinite_steps", "counter", "Sampled steps with any non-finite value.",
@@ -116,10 +142,12 @@ class SnapshotCollector(Collector):
         yield steps
 
     def _grouped(self, snap: Snapshot) -> tuple[Snapshot, int]:
-        """The snapshot as exported, and how many layers were folded: per-layer rows grouped by block
-        for large jobs (export/grouping.py)."""
+        """The snapshot as exported, and how many modules owning parameters are not exported under their own
+        name: those measured inside a layer of several (max_layers, group_depth: monitor/layers.py) and
+        those folded into a block group for large jobs (export/grouping.py)."""
+        measured = sum(li.modules for li in snap.layer_info.values() if li.modules > 1)  # max_layers / group_depth
         if not should_group(self._export_layers, self._info().world_size):
-            return snap, 0
+            return snap, measured
         g = group_rows(snap.rows, snap.layer_info)
         first = None
         if snap.param_nonfinite_first is not None:
@@ -133,7 +161,9 @@ class SnapshotCollector(Collector):
             seen = info.get(name)
             info[name] = li if seen is None or (seen.dtype, seen.state_dtype) == (li.dtype, li.state_dtype) else (
                 LayerInfo(dtype="mixed", state_dtype="mixed"))
-        return dataclasses.replace(snap, rows=g.rows, param_nonfinite_first=first, layer_info=info), g.folded
+        single = {n for n, li in snap.layer_info.items() if li.modules == 1}  # the others are counted above
+        folded = sum(1 for n, shown in g.groups.items() if shown != n and n in single)
+        return dataclasses.replace(snap, rows=g.rows, param_nonfinite_first=first, layer_info=info), measured + folded
 
     def _local_first(self, base: tuple[str, str]) -> tuple[Family, Family]:
         """What a cross-rank comparison needs from each rank without a collective (besides
@@ -159,7 +189,8 @@ class SnapshotCollector(Collector):
     @staticmethod
     def _grouped_family(base: tuple[str, str], folded: int) -> Family:
         return Family("slatmon_layers_grouped", "gauge",
-                      "Layers exported inside a block group (layer=\"<block>.*\") instead of alone.", _BASE,
+                      "Modules with parameters exported inside a group instead of alone: max_layers ranges "
+                      "(layer=\"layers.[0-9]\") and block groups of large jobs (layer=\"<block>.*\").", _BASE,
                       [(base, float(folded))])
 
     def _layers(self, snap: Snapshot, base: tuple[str, str]) -> list[Family]:
@@ -209,13 +240,13 @@ class SnapshotCollector(Collector):
                info.run_id, str(info.restart_count)), 1.0)
         return g
 
-    def _finding_families(self, base: tuple[str, str]) -> tuple[Family, Family]:
+    def _finding_families(self, base: tuple[str, str], findings: list[Finding]) -> tuple[Family, Family]:
         keys = (*_BASE, "code", "severity")
         g = Family("slatmon_finding", "gauge", "Active diagnosis findings (value is always 1).", keys)
         first = Family("slatmon_finding_first_step", "gauge", "Step at which each active finding began "
                        "(0: predicted before the first step).", keys)
         seen = set()
-        for f in self._findings():
+        for f in findings:
             if (f.code, f.severity) not in seen:
                 seen.add((f.code, f.severity))
                 g.add((*base, f.code, f.severity), 1.0)

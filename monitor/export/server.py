@@ -1,4 +1,5 @@
-"""The HTTP /metrics endpoint of one watched run: its own collector, rendered by export/text.py.
+"""The HTTP /metrics endpoint of one watched run: its own collector, prepared off the scrape path
+(export/prepare.py: per-layer text and diagnosis in a background thread), rendered by export/text.py.
 
 A small ThreadingHTTPServer (daemon threads) instead of prometheus_client's `start_http_server`,
 whose per-sample validation makes a 10,000-layer scrape take seconds (bench/export_cost.py).
@@ -20,6 +21,7 @@ from ..findings import Finding
 from ..history import Event, RunInfo
 from ..snapshot import Counters, Snapshot
 from .hosts import allowed_hosts, host_allowed
+from .prepare import Preparer
 from .prometheus import SnapshotCollector
 from .text import CONTENT_TYPE, LabelCache, render
 
@@ -31,9 +33,10 @@ log = logging.getLogger("monitor")
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, host: str, port: int, collector: SnapshotCollector) -> None:
+    preparer: Preparer  # set once bound (serve)
+
+    def __init__(self, host: str, port: int) -> None:
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.collector, self.labels = collector, LabelCache()
         self.hosts = allowed_hosts(host)
         super().__init__((host, port), _Handler)
 
@@ -41,6 +44,11 @@ class _Server(ThreadingHTTPServer):
         """A request that failed outside do_GET (a scraper that hung up mid-response): logged at debug
         level, not socketserver's traceback on the training process's stderr; the server goes on."""
         log.debug("slat-monitor: metrics request from %s failed", client_address, exc_info=True)
+
+    def server_close(self) -> None:
+        super().server_close()
+        if hasattr(self, "preparer"):
+            self.preparer.close()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -52,9 +60,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(403, "Host not allowed", "slat-monitor serves metrics to loopback and bound-address "
                             "Host names only (DNS rebinding protection)")
             return
+        prepared = self.server.preparer  # families built and rules run off this thread (export/prepare.py)
         try:
-            body = render(self.server.collector.families(), self.server.labels)
-        except Exception as exc:  # a broken scrape must not kill the server thread
+            self._send(prepared)
+        finally:
+            prepared.served()  # a preparation this scrape asked for starts now, not during it
+
+    def _send(self, prepared: Preparer) -> None:
+        try:
+            body = render(prepared.families(), prepared.labels, on_error=prepared.error)
+        except Exception as exc:  # beyond the per-family guards: counted, and the server thread lives on
+            prepared.error(exc)
             self.send_error(500, f"slat-monitor: {type(exc).__name__}")
             return
         self.send_response(200)
@@ -69,20 +85,25 @@ class _Handler(BaseHTTPRequestHandler):
 
 def serve(snapshot: Callable[[], Snapshot], counters: Callable[[], Counters], findings: Callable[[], list[Finding]],
           info: Callable[[], RunInfo], host: str, port: int, *, events: Callable[[], list[Event]] | None = None,
-          fallback: bool = False, export_layers: str = "auto") -> tuple[Any, str]:
+          fallback: bool = False, export_layers: str = "auto", version: Callable[[], int] | None = None,
+          ) -> tuple[Any, str]:
     """Start the endpoint for the state these callables read at scrape time, in a daemon thread;
-    returns (server, url). A busy port raises ConfigError, or, with `fallback` (the caller did not
-    choose the port), is replaced by a free one with a log line."""
-    collector = SnapshotCollector(snapshot, counters, findings, info, events=events or list,
-                                  export_layers=export_layers)
+    returns (server, url). `version()` moves whenever what `snapshot` / `findings` return may have
+    changed (default: the snapshot's identity). A busy port raises ConfigError, or, with `fallback`
+    (the caller did not choose the port), is replaced by a free one with a log line."""
     try:
-        server = _Server(host, port, collector)
+        server = _Server(host, port)
     except OSError as exc:
         if not fallback:
             raise _busy(host, port, exc) from None
-        server = _Server(host, 0, collector)
+        server = _Server(host, 0)
         log.warning("slat-monitor: default port %s:%d is busy (%s); serving metrics on port %d instead "
                     "(pass port= to choose one)", host, port, exc.strerror or exc, server.server_address[1])
+    events = events or list
+    collector = SnapshotCollector(snapshot, counters, findings, info, events=events, export_layers=export_layers,
+                                  on_error=lambda exc: server.preparer.error(exc))
+    server.preparer = Preparer(collector, LabelCache(), snapshot=snapshot, version=version or (lambda: id(snapshot())),
+                               findings=findings, counters=counters, events=events)
     threading.Thread(target=server.serve_forever, name="slatmon-metrics", daemon=True).start()
     bound = server.server_address[1]
     shown = f"[{host}]" if ":" in host else host

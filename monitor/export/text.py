@@ -9,9 +9,10 @@ sampled steps) reuses its rendered text.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["CONTENT_TYPE", "Family", "LabelCache", "render"]
+__all__ = ["CONTENT_TYPE", "Family", "LabelCache", "prerender", "render"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LABEL_CACHE_MAX = 200_000
@@ -27,7 +28,7 @@ class Family:
     doc: str
     keys: tuple[str, ...]
     samples: list[tuple[tuple[str, ...], float]] = field(default_factory=list)
-    text: str | None = None  # rendered once, reused while the family object is
+    text: bytes | None = None  # rendered (and encoded) once, reused while the family object is
 
     def add(self, values: tuple[str, ...], value: float) -> None:
         self.samples.append((values, value))
@@ -74,12 +75,27 @@ def _render_family(f: Family, labels: LabelCache) -> str:
     return "".join(lines)
 
 
-def render(families: list[Family], labels: LabelCache | None = None) -> bytes:
-    """The exposition text of `families`; `labels`: a label-string cache kept between scrapes."""
+def prerender(families: list[Family], labels: LabelCache) -> None:
+    """Render each family's text now (export/prepare.py, off the scrape path); `render` reuses it."""
+    for f in families:
+        if f.text is None:
+            f.text = _render_family(f, labels).encode()
+
+
+def render(families: list[Family], labels: LabelCache | None = None,
+           on_error: Callable[[Exception], None] | None = None) -> bytes:
+    """The exposition text of `families`; `labels`: a label-string cache kept between scrapes. With
+    `on_error`, a family that cannot be rendered is left out and reported; None: the error propagates."""
     labels = labels or LabelCache()
     parts = []
     for f in families:
-        if f.text is None:
-            f.text = _render_family(f, labels)
+        try:
+            if f.text is None:
+                f.text = _render_family(f, labels).encode()
+        except Exception as exc:
+            if on_error is None:
+                raise
+            on_error(exc)
+            continue
         parts.append(f.text)
-    return "".join(parts).encode()
+    return b"".join(parts)  # prepared families are bytes already: one copy of each, no encoding per scrape

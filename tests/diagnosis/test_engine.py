@@ -28,9 +28,14 @@ def test_a_broken_rule_is_logged_not_raised(caplog: pytest.LogCaptureFixture) ->
     def fine(history: History) -> list[Finding]:
         return [Finding("x", "warning", "t", ("e",), 3)]
 
+    reported = []
     with caplog.at_level(logging.WARNING, logger="monitor.diagnosis"):
-        found = run_rules(History(), rules=[("broken", broken), ("fine", fine)])
-    assert codes(found) == ["x"]
+        found = run_rules(History(), rules=[("broken", broken), ("fine", fine)],
+                          on_error=lambda name, exc: reported.append((name, str(exc))))
+    assert sorted(codes(found)) == ["diagnosis_incomplete", "x"]  # never healthy on a diagnosis that did not complete
+    [gap] = [f for f in found if f.code == "diagnosis_incomplete"]
+    assert gap.severity == "warning" and "broken" in gap.title and "boom" in gap.evidence[0] and gap.first_step == 0
+    assert reported == [("broken", "boom")]
     assert "broken" in caplog.text and "boom" in caplog.text
 
 

@@ -103,3 +103,21 @@ def test_bad_export_layers_is_a_config_error() -> None:
     model = Deep()
     with pytest.raises(monitor.ConfigError, match="export_layers"):
         monitor.watch(model, torch.optim.SGD(model.parameters(), lr=0.1), port=None, export_layers="some")
+
+
+def test_max_layers_fit_keeps_ranges_and_small_parents_whole() -> None:
+    """monitor/layer_fit.py: the deepest depth that fits, then sibling ranges one level deeper; a
+    parent with few children keeps them whole, one that owns parameters itself keeps its own layer."""
+    from monitor.layer_fit import ALL, fit
+
+    owners = ["embed", *(f"blocks.{i}" for i in range(40)), "blocks", "head.0", "head.1"]
+    layers = fit(owners, 10)
+    assert len(set(layers.values())) <= 10
+    assert layers["blocks.0"] == "blocks.[0-6]" and layers["blocks.39"] == "blocks.[35-39]"
+    assert layers["blocks"] == "blocks"  # its own parameters: its own layer
+    assert (layers["head.0"], layers["head.1"], layers["embed"]) == ("head.0", "head.1", "embed")
+    assert fit(owners, 100) == {o: o for o in owners}  # fits: the identity
+    assert set(fit(owners, 1).values()) == {ALL}
+    flat = fit([str(i) for i in range(25)], 5)  # a flat ModuleList at the root
+    assert sorted(set(flat.values()), key=lambda n: int(n[1:].split("-")[0])) == [
+        "[0-4]", "[5-9]", "[10-14]", "[15-19]", "[20-24]"]

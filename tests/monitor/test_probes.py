@@ -82,3 +82,30 @@ def test_host_reads_counts_one_read_per_fetch():
     assert probes.host_reads() == before  # queued on the device, nothing read yet
     b.fetch()
     assert probes.host_reads() == before + 1
+
+
+def test_many_small_tensors_are_packed_and_match_torch():
+    """Enough small tensors of one dtype to take the packed path (probes/packed.py), mixed with large ones,
+    None and another dtype: every statistic equals the per-tensor torch value, in list order."""
+    from monitor.probes.packed import MIN_TENSORS, SMALL, pack
+
+    g = torch.Generator().manual_seed(3)
+    sizes = torch.randint(1, 60, (2 * MIN_TENSORS,), generator=g).tolist()
+    ts: list[torch.Tensor | None] = [torch.randn(n, generator=g) for n in sizes]
+    ts[1][0], ts[4][2], ts[7][:] = float("nan"), float("inf"), 0.0
+    ts[9] = None
+    ts += [torch.randn(SMALL + 1, generator=g), torch.randn(3, generator=g).half()]
+    small = {i for i, t in enumerate(ts[:2 * MIN_TENSORS]) if t is not None}
+    assert {p for pk in pack(ts) for p in pk.positions} == small
+    b = DeviceBatch()
+    for stat in ("norm", "nonzero", "nonzero_positive", "nonfinite"):
+        b.add(stat, ts, stat)
+    v = b.fetch()
+    for i, t in enumerate(ts):
+        if t is None:
+            assert all(v[s][i] is None for s in v)
+            continue
+        norm = float(t.double().norm())
+        assert (math.isnan(norm) and math.isnan(v["norm"][i])) or math.isclose(v["norm"][i], norm, rel_tol=1e-6), i
+        assert v["nonzero"][i] == v["nonzero_positive"][i] == float(torch.count_nonzero(t)), i
+        assert v["nonfinite"][i] == float((~torch.isfinite(t)).sum()), i
