@@ -98,7 +98,12 @@ def _claim(record: str, path: str) -> bool:
     except OSError as exc:
         raise _refuse(record, f"cannot be created in {os.path.dirname(path)!r} ({exc.strerror or exc}); "
                               "expected a path in a writable folder") from None
-    st = os.stat(path)
+    try:
+        st = os.stat(path)
+    except OSError as exc:  # a link to nowhere (O_EXCL never follows links), or the file just went
+        what = "is a link to a file that does not exist" if os.path.islink(path) else "cannot be used"
+        raise _refuse(record, f"{what} ({exc.strerror or exc}); expected a new file path in a writable "
+                              "folder") from None
     if stat.S_ISDIR(st.st_mode):
         raise _refuse(record, "is a folder; expected the path of a file in it, e.g. "
                               f"{os.path.join(record, 'run.sqlite')!r}")

@@ -90,16 +90,18 @@ def copy_of(record: Path, to: Path) -> Path:
     ("{folder}/notes.txt", "already exists"),
     ("/proc/run.sqlite", "cannot be created"),
     ("/proc/1/no/such/run.sqlite", "cannot be created"),
-], ids=["int", "bytes", "empty", "nul", "folder", "under-a-file", "existing", "proc", "proc-folder"])
+    ("{folder}/dangling.sqlite", "is a link to a file that does not exist"),
+], ids=["int", "bytes", "empty", "nul", "folder", "under-a-file", "existing", "proc", "proc-folder", "dangling-link"])
 def test_bad_record_argument_is_a_config_error(tmp_path, bad, says):
     (tmp_path / "notes.txt").write_text("mine")
-    before = checksums(tmp_path)
+    (tmp_path / "dangling.sqlite").symlink_to(tmp_path / "nowhere" / "run.sqlite")
+    before, names = checksums(tmp_path), sorted(os.listdir(tmp_path))
     if isinstance(bad, str):
         bad = bad.replace("{folder}", str(tmp_path))
     with pytest.raises(monitor.ConfigError, match="record") as err:
         monitor.watch(*_model(), port=None, record=bad)
     assert says in str(err.value) and "\n" not in str(err.value)
-    assert checksums(tmp_path) == before
+    assert checksums(tmp_path) == before and sorted(os.listdir(tmp_path)) == names
 
 
 def test_failed_watch_deletes_only_what_it_created(tmp_path):
