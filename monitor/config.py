@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
+from .record.files import check_argument
 
 __all__ = ["DEFAULT_PORT", "GUARD_MODES", "DefaultPort", "check_args", "check_guard", "check_option_names",
            "check_options", "check_watch", "default_run"]
@@ -145,6 +146,8 @@ def check_options(*, run: Any, rank: Any, record: Any, group_depth: Any, update_
     for name, flag in (("update_ratio", update_ratio), ("step_pre_hook", step_pre_hook)):
         if not isinstance(flag, bool):
             raise _fail(name, "True or False", flag)
+    if record is not None:
+        check_argument(record)  # the record's own check: one message per kind of bad value
     _check_path("record", record, folder=False)
     _check_path("targets_dir", targets_dir, folder=True)
     if loss_scale is not None:

@@ -229,4 +229,15 @@ ALERTS: tuple[AlertRule, ...] = (
         description="The monitor of " + WHO + " is erroring (training continues unaffected); its "
         "statistics may be incomplete. See the process log.",
     ),
+    AlertRule(
+        name="SlatmonRecordErrors",
+        uid="slatmon-record-errors",
+        expr="increase(slatmon_record_errors_total[5m]) > 0",
+        for_="0s",
+        severity="warning",
+        summary="The run record of " + WHO + " lost {value} observations in 5 minutes",
+        description="Writes to the run record failed for good (a full disk, a lock held by another process, "
+        "the file removed or replaced); training continues, and the record lists the missing steps. Free "
+        "the disk or release the lock: the writer retries by itself.",
+    ),
 )

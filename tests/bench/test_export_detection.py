@@ -15,8 +15,8 @@ def test_scrape_cost_counts_series_per_layer():
 
 
 def test_record_grows_with_sampled_steps(tmp_path):
-    every1 = export_cost.record_size(20, 1, 10, tmp_path)
-    every10 = export_cost.record_size(20, 10, 10, tmp_path)
+    every1 = export_cost.record_size(200, 1, 20, tmp_path)  # enough steps to outgrow the first pages
+    every10 = export_cost.record_size(200, 10, 20, tmp_path)
     assert every1["bytes"] > every10["bytes"] > 0
 
 
