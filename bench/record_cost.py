@@ -85,7 +85,7 @@ def _write(record: ModuleType, path: Path, real: History, rows: dict[int, list[L
     """Seconds to put `steps` steps through `record.RecordWriter` and close it (the rows are made in chunks
     of ~100,000 beforehand, outside the time)."""
     w = record.RecordWriter(str(path))
-    w.put_meta("run", dataclasses.asdict(real.run))
+    w.put_meta("run", _run_for(record, dataclasses.asdict(real.run)))
     w.put_meta("preflight", [f.to_dict() for f in real.preflight])
     w.flush(600)
     chunk = max(1, 100_000 // max(len(r) for r in rows.values()))
@@ -105,6 +105,29 @@ def _write(record: ModuleType, path: Path, real: History, rows: dict[int, list[L
     return spent + time.perf_counter() - t0
 
 
+def _run_for(record: ModuleType, run: dict[str, Any]) -> dict[str, Any]:
+    """The run info with only the fields `record`'s own RunInfo / LayerInfo know (a ref older than the
+    working tree reads no field added since)."""
+    history = importlib.import_module(record.__name__.rsplit(".", 1)[0] + ".history")
+    run_fields = {f.name for f in dataclasses.fields(history.RunInfo)}
+    layer_fields = {f.name for f in dataclasses.fields(history.LayerInfo)}
+    out = {k: v for k, v in run.items() if k in run_fields}
+    out["layers"] = {n: {k: v for k, v in li.items() if k in layer_fields} for n, li in run["layers"].items()}
+    return out
+
+
+def _common(a: Any, b: Any) -> tuple[Any, Any]:
+    """`a` and `b` with every dict reduced to the keys both have (fields one code added are left out)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = a.keys() & b.keys()
+        pairs = {k: _common(a[k], b[k]) for k in keys}
+        return {k: x for k, (x, _) in pairs.items()}, {k: y for k, (_, y) in pairs.items()}
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        pairs = [_common(x, y) for x, y in zip(a, b)]
+        return [x for x, _ in pairs], [y for _, y in pairs]
+    return a, b
+
+
 def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
 
@@ -118,11 +141,11 @@ def _read(record: ModuleType, path: Path) -> tuple[float, History]:
 def _same(a: History, b: History) -> bool:
     """Equal run, steps, layer rows and events (those the writers were given: no record_* events), field by
     field (the ref's dataclasses are other classes; NaN equal to NaN)."""
-    def fields(h: History) -> str:
-        h = dataclasses.replace(h, events=[e for e in h.events if not e.kind.startswith("record_")])
-        return json.dumps(h.to_dict(), sort_keys=True)
+    def fields(h: History) -> dict[str, Any]:
+        return dataclasses.replace(h, events=[e for e in h.events if not e.kind.startswith("record_")]).to_dict()
 
-    return fields(a) == fields(b)
+    x, y = _common(fields(a), fields(b))
+    return json.dumps(x, sort_keys=True) == json.dumps(y, sort_keys=True)
 
 
 def measure(old: ModuleType, layers: int, steps: int, real: int, tmp: Path, repeats: int = 3) -> dict[str, Any]:

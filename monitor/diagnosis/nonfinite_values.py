@@ -5,9 +5,12 @@ Runs after the specific rules (see engine.run_rules), over what they produced. I
 non-finite observation in the History, whatever the dtype: a NaN/Inf loss, gradient (per layer, the
 global norm before clipping, or the norm optimizer.step() received), parameter, model output or
 activation, and non-finite events. Then:
-- some of them reached an applied step (not skipped) and no critical finding exists -> critical;
+- some of them reached an applied step (not skipped) and no critical finding that explains non-finite
+  values exists -> critical;
 - they all sit on skipped steps (a scaler or the loop itself kept them out of the weights) and no
-  finding exists at all -> warning.
+  finding that explains non-finite values exists at all -> warning.
+"Explains" is the causal graph of findings.EXPLAINS: a finding about the record, the diagnosis itself,
+a trend (loss spike, moment lag) or a pre-flight lint says nothing about where a NaN came from.
 Evidence: per kind of tensor, the first step and the layers (first in model order), and whether
 clipping spread a NaN into layers whose own gradients were finite.
 """
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..findings import Finding
+from ..findings import EXPLAINS, Finding
 from ..history import History
 from .observe import OUTPUT_ROWS, count, fmt_layers, nonfinite, sorted_steps
 
@@ -88,9 +91,10 @@ def check(history: History, findings: list[Finding]) -> list[Finding]:
     seen = _collect(history)
     if not seen.first:
         return []
-    if seen.applied and any(f.severity == "critical" for f in findings):
+    explaining = [f for f in findings if CODE in EXPLAINS.get(f.code, ())]
+    if seen.applied and any(f.severity == "critical" for f in explaining):
         return []
-    if not seen.applied and findings:
+    if not seen.applied and explaining:
         return []
     first = min(seen.first.values())
     kinds = ", ".join(k for k, _ in sorted(seen.first.items(), key=lambda kv: kv[1]))

@@ -205,7 +205,8 @@ def test_a_damaged_record_is_one_escaped_message(app_page, served, tmp_path: Pat
     with sqlite3.connect(tmp_path / "events.sqlite") as conn:
         conn.execute("UPDATE slatmon_events SET detail = '{not json'")
     shown = {}
-    for name, words in ((f"{linky}.sqlite", "is not a slat-monitor run record"), ("events.sqlite", "is a damaged run record")):
+    cases = ((f"{linky}.sqlite", "is not a slat-monitor run record"), ("events.sqlite", "is a damaged run record"))
+    for name, words in cases:
         at = app_page(query={"record": name}, env={"SLATMON_RECORDS_DIR": str(tmp_path)})
         (error,) = at.error
         shown[name] = error.value

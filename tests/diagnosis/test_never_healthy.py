@@ -9,9 +9,12 @@ from pathlib import Path
 import pytest
 
 import monitor
+from monitor.diagnosis import run_rules
+from monitor.history import Event
 from tests.monitor.faults import NAN_AT, NEVER_HEALTHY, fault_record, first_nonfinite_step
 from tests.monitor.matrix import Cell, run_cell
 
+from .histories import FP32_MODEL, codes, healthy, replace_step, run_info
 from .test_cli import cli
 
 
@@ -58,3 +61,16 @@ def test_trellis_persistent_overflow_is_critical() -> None:
     assert "args[0] of encoder" in top.title  # the decoder's input is the encoder's output: not data
     assert (second.code, second.severity, second.first_step) == ("loss_scale_collapse", "critical", 3)
     assert "follows from nonfinite_input at step 3" in second.evidence[-1]
+
+
+def test_a_finding_that_explains_nothing_does_not_hide_a_skipped_nan() -> None:
+    """NaN gradients only on a skipped step, next to a finding about the record (or a trend, or a lint): the
+    NaN still gets its own finding - regression: any finding at all used to silence nonfinite_values."""
+    h = replace_step(healthy(run_info(FP32_MODEL)), 12, grad_norm_total=float("nan"), grad_nonfinite=4,
+                     skipped=True, skip_reason="user")
+    h.events.append(Event(5, "record_gap", None, None, {"first": 5, "last": 7, "observations": 3,
+                                                           "reason": "disk full"}))
+    found = run_rules(h)
+    assert "record_incomplete" in codes(found)
+    (nan,) = [f for f in found if f.code == "nonfinite_values"]
+    assert nan.severity == "warning" and nan.first_step == 12

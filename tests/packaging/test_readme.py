@@ -51,6 +51,7 @@ SKIPPED = {
     "OMP_NUM_THREADS=1 python -m bench.profile_step --workload transformer": BENCH,
     "OMP_NUM_THREADS=1 python -m bench.export_cost": BENCH,
     "OMP_NUM_THREADS=1 python -m bench.scale_ab --ref 0c7893b": BENCH,
+    "OMP_NUM_THREADS=1 python -m bench.record_cost --ref 0c7893b": BENCH,
     "OMP_NUM_THREADS=1 python -m bench.detection": BENCH,
     "OMP_NUM_THREADS=1 python -m bench.lead_time --seeds 5": BENCH,
     "bash bench/gpu.sh": "needs CUDA; tests/bench runs its --device cpu smoke",
