@@ -19,7 +19,6 @@ swallowed: training goes on.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import inspect
 import logging
 import os
@@ -37,6 +36,7 @@ from .distributed import default_port, detect, record_path
 from .errors import ConfigError
 from .findings import Finding
 from .guard.hooks import GuardHooks
+from .guarded import ErrorGuard, guarded_method
 from .history import History, RunInfo
 from .inputs import InputProbe
 from .layers import LayerMap
@@ -50,16 +50,6 @@ from .tracker import Tracker
 __all__ = ["WATCH_OPTIONS", "Watcher", "watch"]
 
 log = logging.getLogger("monitor")
-
-
-def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Hook body wrapper (methods): time it, and count/log/swallow any exception."""
-
-    @functools.wraps(fn)
-    def wrapper(self: Watcher, *args: Any, **kwargs: Any) -> None:
-        self._run_guarded(fn, self, *args, **kwargs)
-
-    return wrapper
 
 
 def _lrs(optimizer: torch.optim.Optimizer) -> tuple[float, ...]:
@@ -113,7 +103,8 @@ class Watcher:
         self.record_path = record_path(record, self.dist)  # one file per rank in a multi-process job
         self.counters = Counters()
         self._closed = False
-        self._errors_logged = 0
+        errors = ErrorGuard(self.counters)  # used by the integrations, GuardHooks, the tracker and the probes too
+        self._run_guarded, self._guard, self._error = errors.run, errors.wrap, errors.error
         self._losses: list[torch.Tensor] = []  # every loss observed in the iteration under way
         self._iteration_open = False  # a forward or loss of the iteration under way was seen
         self._iteration_lr: tuple[float, ...] | None = None  # lr when the iteration under way began
@@ -183,7 +174,7 @@ class Watcher:
             self._serve(host, port, targets_dir or os.environ.get("SLATMON_TARGETS_DIR"))
 
     # -- public -----------------------------------------------------------------------------
-    @_guarded
+    @guarded_method
     def observe_loss(self, loss: torch.Tensor | float) -> None:
         """Remember a loss of this iteration (a reference; read on sampled and skipped steps only, no
         sync here). Call it for every micro-batch: the step's loss is their mean, NaN if any is."""
@@ -199,7 +190,7 @@ class Watcher:
             raise TypeError(f"observe_loss(): expected a scalar tensor or a number, got {type(loss).__name__}")
         self._iteration_open = True
 
-    @_guarded
+    @guarded_method
     def step_skipped(self, loss: torch.Tensor | float | None = None) -> None:
         """Record that the training loop skipped this iteration's optimizer step by itself.
 
@@ -279,11 +270,11 @@ class Watcher:
         return f"<Watcher run={self.run!r} rank={self.rank} {state} url={self.url}>"
 
     # -- hooks ------------------------------------------------------------------------------
-    @_guarded
+    @guarded_method
     def _finish_guarded(self) -> None:
         self._finish_pending()
 
-    @_guarded
+    @guarded_method
     def _pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self._finish_pending()  # a deferred (master-copy) sample whose forward never came
         self._check_scale_drop()
@@ -308,7 +299,7 @@ class Watcher:
             self._output.take()
             self._sampler.discard_capture()
 
-    @_guarded
+    @guarded_method
     def _post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self._sampler.pending and not self._sampler.master:
             self._finish_pending()
@@ -327,7 +318,7 @@ class Watcher:
         value = None if loss is None else float(loss)  # syncs; skips are rare
         self.tracker.skipped_step(step, self._scale_value(), value, None, reason, self._step_lr)
 
-    @_guarded
+    @guarded_method
     def _pre_forward(self, module: nn.Module, args: Any) -> None:
         self._finish_pending()
         if self._autocast is None and torch.is_autocast_enabled(self._device_type):
@@ -346,14 +337,14 @@ class Watcher:
         OutputProbe guards it)."""
         self._sampler.capture(self._scale_in_grads())
 
-    @_guarded
+    @guarded_method
     def _on_scaler_update(self, skipped: bool) -> None:
         if skipped or self.counters.loss_scale is None:
             self.counters.loss_scale = self._scaler_tap.scale()  # type: ignore[union-attr]  # one sync
         if skipped:
             self._skipped("scaler")
 
-    @_guarded
+    @guarded_method
     def _on_load_state_dict(self, optimizer: torch.optim.Optimizer) -> None:
         self._redescribe()
 
@@ -474,31 +465,6 @@ class Watcher:
 
     def _findings_for_scrape(self) -> list[Finding]:
         return self.tracker.findings(self.info, self.preflight)
-
-    def _guard(self, fn: Callable[..., Any]) -> Callable[..., None]:
-        """`fn` timed, with any exception counted, logged once and swallowed (never raised into training)."""
-
-        @functools.wraps(fn)
-        def guarded(*args: Any, **kwargs: Any) -> None:
-            self._run_guarded(fn, *args, **kwargs)
-
-        return guarded
-
-    def _run_guarded(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        t0 = time.perf_counter()
-        try:
-            fn(*args, **kwargs)
-        except Exception as exc:  # never raise into the training loop
-            self._error(exc)
-        finally:
-            self.counters.monitor_seconds += time.perf_counter() - t0
-
-    def _error(self, exc: BaseException) -> None:
-        self.counters.errors += 1
-        if self._errors_logged == 0:
-            log.exception("slat-monitor: error inside the monitor (training continues; further errors are "
-                          "counted in slatmon_monitor_errors_total): %s", exc)
-        self._errors_logged += 1
 
 
 def watch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any = None,
