@@ -22,7 +22,6 @@ import dataclasses
 import inspect
 import logging
 import os
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -43,31 +42,15 @@ from .layers import LayerMap
 from .paramwatch import ParamWatch, change_event
 from .preflight import describe, lint, log_critical, typical_abs
 from .sampler import StepSampler
+from .scale_reads import ScaleReads
 from .scaling import CustomScaleTap, GradScalerTap, scaler_kind
 from .snapshot import Counters, Snapshot
+from .stepbook import StepBook, mean_loss
 from .tracker import Tracker
 
 __all__ = ["WATCH_OPTIONS", "Watcher", "watch"]
 
 log = logging.getLogger("monitor")
-
-
-def _lrs(optimizer: torch.optim.Optimizer) -> tuple[float, ...]:
-    """Learning rate per param group, without a GPU sync (a CUDA tensor lr reads as NaN)."""
-    out = []
-    for g in optimizer.param_groups:
-        lr = g.get("lr", 0.0)
-        out.append(float(lr) if not isinstance(lr, torch.Tensor) or lr.device.type == "cpu" else float("nan"))
-    return tuple(out)
-
-
-def _mean(losses: list[torch.Tensor]) -> torch.Tensor | None:
-    """The mean of an iteration's observed losses, on the device (no sync); NaN if any is NaN."""
-    if not losses:
-        return None
-    if len(losses) == 1:
-        return losses[0]
-    return torch.stack([x.to(losses[0].device, torch.float64) for x in losses]).mean()
 
 
 def _eps(optimizer: torch.optim.Optimizer) -> tuple[float | None, ...]:
@@ -105,12 +88,8 @@ class Watcher:
         self._closed = False
         errors = ErrorGuard(self.counters)  # used by the integrations, GuardHooks, the tracker and the probes too
         self._run_guarded, self._guard, self._error = errors.run, errors.wrap, errors.error
-        self._losses: list[torch.Tensor] = []  # every loss observed in the iteration under way
-        self._iteration_open = False  # a forward or loss of the iteration under way was seen
-        self._iteration_lr: tuple[float, ...] | None = None  # lr when the iteration under way began
-        self._step_lr: tuple[float, ...] = ()
-        self._last_was_skip = False
-        self._step_losses: list[torch.Tensor] = []  # the losses of the step under way (for the guard)
+        self._scales = ScaleReads(self.counters)  # its taps are set by _attach()
+        self._steps = StepBook(self, self._scales)
         self._described_after_step = False
         self._autocast: str | None = None
         self._device_type = next((p.device.type for p in model.parameters()), "cpu")
@@ -132,7 +111,7 @@ class Watcher:
                                record=self.record_path, guard=self._guard)
         self.tracker.start_run(self.info, self.preflight)
         self._handles: list[Any] = []
-        self._scaler_tap = self._custom = self._nonfinite_guard = self._output = self._server = self._target = None
+        self._nonfinite_guard = self._output = self._server = self._target = None
         self._inputs: InputProbe | None = None
         self._input_metas: list[Any] = []  # what the pending sample's folded input counts mean
         self.url: str | None = None
@@ -150,9 +129,9 @@ class Watcher:
                 save_bad_batch: bool = False) -> None:
         """Install every hook and start the endpoint (watch()'s arguments are valid by now)."""
         model, optimizer = self.model, self.optimizer
-        self._scaler_tap = (GradScalerTap(scaler, self._on_scaler_update, self._error)
+        self._scales.tap = (GradScalerTap(scaler, self._guard(self._steps.on_scaler_update), self._error)
                             if self._kind == "grad_scaler" else None)
-        self._custom = CustomScaleTap(loss_scale) if loss_scale is not None else None
+        self._scales.custom = CustomScaleTap(loss_scale) if loss_scale is not None else None
         self._nonfinite_guard = (None if on_nonfinite == "warn" else
                                  GuardHooks(self, on_nonfinite, max_skips, checkpoint))
         # step_pre_hook=False: the caller calls before_optimizer_step() itself (optimizer.step(closure) loops)
@@ -178,17 +157,8 @@ class Watcher:
     def observe_loss(self, loss: torch.Tensor | float) -> None:
         """Remember a loss of this iteration (a reference; read on sampled and skipped steps only, no
         sync here). Call it for every micro-batch: the step's loss is their mean, NaN if any is."""
-        if self._closed:
-            return
-        if isinstance(loss, torch.Tensor):
-            if loss.numel() != 1:
-                raise TypeError(f"observe_loss(): expected a scalar loss, got a tensor of shape {tuple(loss.shape)}")
-            self._losses.append(loss.detach().reshape(()))
-        elif isinstance(loss, (int, float)) and not isinstance(loss, bool):
-            self._losses.append(torch.tensor(float(loss), dtype=torch.float64))
-        else:
-            raise TypeError(f"observe_loss(): expected a scalar tensor or a number, got {type(loss).__name__}")
-        self._iteration_open = True
+        if not self._closed:
+            self._steps.observe(loss)
 
     @guarded_method
     def step_skipped(self, loss: torch.Tensor | float | None = None) -> None:
@@ -203,11 +173,10 @@ class Watcher:
             return
         if loss is not None:
             self.observe_loss(loss)
-        if self._custom is not None:
-            self._custom.dropped()  # a drop the loop made for this very skip is not a second one
-        if not self._iteration_open and self._last_was_skip:
+        self._scales.dropped()  # a drop the loop made for this very skip is not a second one
+        if not self._steps.iteration_open and self._steps.last_was_skip:
             return
-        self._skipped("user")
+        self._steps.skipped("user")
 
     def before_optimizer_step(self) -> None:
         """The iteration's gradients are final and the update is about to run: what the optimizer's step
@@ -240,12 +209,12 @@ class Watcher:
         if self._closed:
             return
         self._finish_guarded()
-        self._run_guarded(self._check_scale_drop)  # the last iteration's skip shows only at the next forward
+        self._run_guarded(self._steps.check_scale_drop)  # the last iteration's skip shows only at the next forward
         self._run_guarded(self._flush_inputs)
         self._closed = True
         handles, self._handles = self._handles, []
         parts = [h.remove for h in handles]
-        parts += [x.remove for x in (self._nonfinite_guard, self._output, self._inputs, self._scaler_tap)
+        parts += [x.remove for x in (self._nonfinite_guard, self._output, self._inputs, self._scales.tap)
                   if x is not None]
         parts += [self.tracker.close, *([self._target.remove] if self._target is not None else []), self._stop_server]
         for part in parts:
@@ -277,24 +246,16 @@ class Watcher:
     @guarded_method
     def _pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self._finish_pending()  # a deferred (master-copy) sample whose forward never came
-        self._check_scale_drop()
-        found_inf = getattr(optimizer, "found_inf", None)  # set by GradScaler.step() for fused optimizers
-        if isinstance(found_inf, torch.Tensor) and bool(found_inf.item()):  # the kernel will skip the update
-            if self._scaler_tap is None:
-                self._skipped("scaler")  # an unwatched GradScaler: count the skip here
-            return  # with the tap, update() sees a step that did not happen and counts it
-        if self._scaler_tap is not None:
-            self._scaler_tap.stepped()
-        step = self._advance()
-        self._step_lr = self._iteration_lr or _lrs(optimizer)
-        self.tracker.add_events(self._inputs.end_iteration(step, self.tracker.resolve_localization(step)))
-        self._step_losses, self._losses = self._losses, []
+        self._steps.check_scale_drop()
+        step = self._steps.begin_step(optimizer)
+        if step is None:
+            return  # the fused kernel skips this update; the skip is counted
         if self.tracker.should_sample(step):
             if self._params.changed():  # only on sampled steps: unsampled ones stay free
                 self._rebuild_layers(step)
-            scale, divisor = self._scale_now(optimizer)
+            scale, divisor = self._scales.now(optimizer, self._sampler.master)
             extra, self._input_metas = self._inputs.fold()  # rides along with the step's one transfer
-            self._sampler.begin(step, _mean(self._step_losses), scale, divisor, self._output.take(), extra)
+            self._sampler.begin(step, mean_loss(self._steps.step_losses), scale, divisor, self._output.take(), extra)
         else:
             self._output.take()
             self._sampler.discard_capture()
@@ -305,18 +266,8 @@ class Watcher:
             self._finish_pending()
 
     def _guard_skipped(self, step: int, reason: str) -> None:
-        """The guard kept `step` out of the weights (called before it undoes anything): count it like a
-        scaler skip, at its own step number; a pending sample of that step is finished now, so its rows
-        show the update as computed."""
-        self.counters.skipped_steps += 1
-        self._last_was_skip = True
-        if self._sampler.pending and self._sampler.step == step:
-            self._finish_pending(skip_reason=reason)
-            return
-        current = step == self.counters.step  # a verdict read one step late has no loss of its own
-        loss = _mean(self._step_losses) if current else None
-        value = None if loss is None else float(loss)  # syncs; skips are rare
-        self.tracker.skipped_step(step, self._scale_value(), value, None, reason, self._step_lr)
+        """The guard's callback (GuardHooks): it kept `step` out of the weights (`StepBook.guard_skipped`)."""
+        self._steps.guard_skipped(step, reason)
 
     @guarded_method
     def _pre_forward(self, module: nn.Module, args: Any) -> None:
@@ -325,24 +276,15 @@ class Watcher:
             self._autocast = str(torch.get_autocast_dtype(self._device_type)).removeprefix("torch.")
             self._redescribe()  # autocast changes the picture
         armed = self.tracker.armed
-        self._check_scale_drop()
+        self._steps.check_scale_drop()
         if self.tracker.armed and not armed:  # armed by a skip seen just now: this call is already under way
             self.tracker.catch_up(module, args)
-        if not self._iteration_open:
-            self._iteration_open = True
-            self._iteration_lr = _lrs(self.optimizer)
+        self._steps.forward_seen()
 
     def _backward_end(self) -> None:
         """End of a backward pass on an iteration that will be sampled: gradients before clipping (the
         OutputProbe guards it)."""
-        self._sampler.capture(self._scale_in_grads())
-
-    @guarded_method
-    def _on_scaler_update(self, skipped: bool) -> None:
-        if skipped or self.counters.loss_scale is None:
-            self.counters.loss_scale = self._scaler_tap.scale()  # type: ignore[union-attr]  # one sync
-        if skipped:
-            self._skipped("scaler")
+        self._sampler.capture(self._scales.in_grads())
 
     @guarded_method
     def _on_load_state_dict(self, optimizer: torch.optim.Optimizer) -> None:
@@ -369,60 +311,6 @@ class Watcher:
         self.preflight = lint(self.info)
         self.tracker.start_run(self.info, self.preflight)
 
-    # -- internals --------------------------------------------------------------------------
-    def _advance(self) -> int:
-        self.counters.step += 1
-        self.counters.time = time.time()
-        self._iteration_open = False
-        return self.counters.step
-
-    def _check_scale_drop(self) -> None:
-        """A hand-made loss scale that fell since the last read: the loop skipped a step."""
-        if self._custom is not None and self._custom.dropped():
-            self._skipped("loss_scale")
-
-    def _skipped(self, reason: str) -> None:
-        self.counters.skipped_steps += 1
-        lr = self._iteration_lr or _lrs(self.optimizer)
-        step = self._advance()
-        self._last_was_skip = True
-        self.tracker.add_events(self._inputs.end_iteration(step, self.tracker.resolve_localization(step)))
-        out = self._output.take()
-        self._sampler.discard_capture()
-        loss, self._losses = _mean(self._losses), []
-        value = None if loss is None else float(loss)  # syncs; skipped steps are rare
-        self.tracker.skipped_step(step, self._scale_value(), value, None if out is None else int(out), reason, lr)
-        self._iteration_lr = None
-
-    def _scale_in_grads(self) -> torch.Tensor | float:
-        """The loss scale the gradients carry at the end of backward (no sync)."""
-        if self._scaler_tap is not None:
-            scale = self._scaler_tap.scale_tensor()
-            return 1.0 if scale is None else scale
-        if self._custom is not None:
-            return self._custom.scale()
-        return 1.0
-
-    def _scale_now(self, optimizer: torch.optim.Optimizer) -> tuple[torch.Tensor | float | None,
-                                                                    torch.Tensor | float]:
-        """(loss scale for this step, the scale the gradients still carry at optimizer.step())."""
-        carried = getattr(optimizer, "grad_scale", None)  # GradScaler + fused optimizer: not unscaled yet
-        if not isinstance(carried, torch.Tensor):
-            carried = 1.0
-        if self._scaler_tap is not None:
-            return self._scaler_tap.scale_tensor(), carried
-        if self._custom is not None:
-            s = self._custom.scale()
-            self._custom.last = s
-            return s, s if self._sampler.master else carried
-        return self.counters.loss_scale, carried
-
-    def _scale_value(self) -> float | None:
-        """The scale after a skip: the GradScaler's was just read by _on_scaler_update."""
-        if self._custom is not None:
-            return self._custom.last
-        return self.counters.loss_scale
-
     def _finish_pending(self, skip_reason: str | None = None) -> None:
         if self._sampler.pending:
             sample = self._sampler.finish()
@@ -435,8 +323,9 @@ class Watcher:
                     self.tracker.start_run(self.info, self.preflight)
                 if sample.loss_scale is not None:
                     self.counters.loss_scale = sample.loss_scale
-                self._last_was_skip = False
-                self.tracker.sampled_step(sample, self.info, self._step_lr, _eps(self.optimizer), skip_reason, inputs)
+                self._steps.last_was_skip = False
+                self.tracker.sampled_step(sample, self.info, self._steps.step_lr, _eps(self.optimizer), skip_reason,
+                                          inputs)
 
     def _flush_inputs(self) -> None:
         if self._inputs is not None:
