@@ -20,7 +20,7 @@ __all__ = ["StepBook", "mean_loss"]
 
 # The Watcher this book keeps (typed Any: the watcher imports this module, and the package keeps its
 # imports acyclic, type-only ones included). It provides optimizer, counters, tracker, _inputs, _output,
-# _sampler and _finish_pending(); read at each call, since the sampler is rebuilt when parameters change.
+# _sampler and _samples; read at each call, since the sampler is rebuilt when parameters change.
 Watcher = Any
 
 
@@ -132,7 +132,7 @@ class StepBook:
         w.counters.skipped_steps += 1
         self.last_was_skip = True
         if w._sampler.pending and w._sampler.step == step:
-            w._finish_pending(skip_reason=reason)
+            w._samples.finish(skip_reason=reason)
             return
         current = step == w.counters.step  # a verdict read one step late has no loss of its own
         self._record_skip(step, mean_loss(self.step_losses) if current else None, None, reason, self.step_lr)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import logging
 import os
 from collections.abc import Callable
 from typing import Any
@@ -39,22 +38,17 @@ from .guarded import ErrorGuard, guarded_method
 from .history import History, RunInfo
 from .inputs import InputProbe
 from .layers import LayerMap
-from .paramwatch import ParamWatch, change_event
+from .paramwatch import ParamWatch
 from .preflight import describe, lint, log_critical, typical_abs
+from .sampled_steps import SampledSteps
 from .sampler import StepSampler
 from .scale_reads import ScaleReads
 from .scaling import CustomScaleTap, GradScalerTap, scaler_kind
 from .snapshot import Counters, Snapshot
-from .stepbook import StepBook, mean_loss
+from .stepbook import StepBook
 from .tracker import Tracker
 
 __all__ = ["WATCH_OPTIONS", "Watcher", "watch"]
-
-log = logging.getLogger("monitor")
-
-
-def _eps(optimizer: torch.optim.Optimizer) -> tuple[float | None, ...]:
-    return tuple(None if g.get("eps") is None else float(g["eps"]) for g in optimizer.param_groups)
 
 
 class Watcher:
@@ -90,7 +84,7 @@ class Watcher:
         self._run_guarded, self._guard, self._error = errors.run, errors.wrap, errors.error
         self._scales = ScaleReads(self.counters)  # its taps are set by _attach()
         self._steps = StepBook(self, self._scales)
-        self._described_after_step = False
+        self._samples = SampledSteps(self)
         self._autocast: str | None = None
         self._device_type = next((p.device.type for p in model.parameters()), "cpu")
         self._layer_options = (max_layers, group_depth, update_ratio)
@@ -113,7 +107,6 @@ class Watcher:
         self._handles: list[Any] = []
         self._nonfinite_guard = self._output = self._server = self._target = None
         self._inputs: InputProbe | None = None
-        self._input_metas: list[Any] = []  # what the pending sample's folded input counts mean
         self.url: str | None = None
         try:
             self._attach(scaler, loss_scale, on_nonfinite, max_skips, checkpoint, step_pre_hook, port, host,
@@ -241,21 +234,17 @@ class Watcher:
     # -- hooks ------------------------------------------------------------------------------
     @guarded_method
     def _finish_guarded(self) -> None:
-        self._finish_pending()
+        self._samples.finish()
 
     @guarded_method
     def _pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        self._finish_pending()  # a deferred (master-copy) sample whose forward never came
+        self._samples.finish()  # a deferred (master-copy) sample whose forward never came
         self._steps.check_scale_drop()
         step = self._steps.begin_step(optimizer)
         if step is None:
             return  # the fused kernel skips this update; the skip is counted
         if self.tracker.should_sample(step):
-            if self._params.changed():  # only on sampled steps: unsampled ones stay free
-                self._rebuild_layers(step)
-            scale, divisor = self._scales.now(optimizer, self._sampler.master)
-            extra, self._input_metas = self._inputs.fold()  # rides along with the step's one transfer
-            self._sampler.begin(step, mean_loss(self._steps.step_losses), scale, divisor, self._output.take(), extra)
+            self._samples.begin(step, optimizer)
         else:
             self._output.take()
             self._sampler.discard_capture()
@@ -263,7 +252,7 @@ class Watcher:
     @guarded_method
     def _post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self._sampler.pending and not self._sampler.master:
-            self._finish_pending()
+            self._samples.finish()
 
     def _guard_skipped(self, step: int, reason: str) -> None:
         """The guard's callback (GuardHooks): it kept `step` out of the weights (`StepBook.guard_skipped`)."""
@@ -271,7 +260,7 @@ class Watcher:
 
     @guarded_method
     def _pre_forward(self, module: nn.Module, args: Any) -> None:
-        self._finish_pending()
+        self._samples.finish()
         if self._autocast is None and torch.is_autocast_enabled(self._device_type):
             self._autocast = str(torch.get_autocast_dtype(self._device_type)).removeprefix("torch.")
             self._redescribe()  # autocast changes the picture
@@ -290,42 +279,11 @@ class Watcher:
     def _on_load_state_dict(self, optimizer: torch.optim.Optimizer) -> None:
         self._redescribe()
 
-    def _rebuild_layers(self, step: int) -> None:
-        """Parameters were replaced, added or converted after watch(): measure the ones there are now,
-        describe and lint the set-up again, and record a `params_changed` event."""
-        max_layers, group_depth, update_ratio = self._layer_options
-        before, self.layers = self.layers, LayerMap.build(self.model, max_layers, group_depth)
-        self._sampler = StepSampler(self.layers, self.optimizer, update_ratio)  # drops the stale capture
-        self._params = ParamWatch(self.model, self.optimizer)
-        self._redescribe()
-        event = change_event(step, before, self.layers, self.optimizer)
-        self.tracker.event(event)
-        orphans = event.detail["not_in_optimizer"]
-        log.warning("slat-monitor: parameters changed after watch() (step %d): now %d layers%s", step,
-                    len(self.layers.names), f"; the optimizer does not hold these trainable layers' parameters "
-                    f"(they will not train): {', '.join(orphans)}" if orphans else "")
-
     def _redescribe(self) -> None:
         """The set-up changed (optimizer state loaded, autocast seen): describe and lint it again."""
         self.info = self._describe()
         self.preflight = lint(self.info)
         self.tracker.start_run(self.info, self.preflight)
-
-    def _finish_pending(self, skip_reason: str | None = None) -> None:
-        if self._sampler.pending:
-            sample = self._sampler.finish()
-            if sample is not None:
-                inputs = self._inputs.unfold(self._input_metas, sample.extra)
-                self._input_metas = []
-                if not self._described_after_step:  # optimizer state exists now: record its dtype
-                    self._described_after_step = True
-                    self.info = self._describe()
-                    self.tracker.start_run(self.info, self.preflight)
-                if sample.loss_scale is not None:
-                    self.counters.loss_scale = sample.loss_scale
-                self._steps.last_was_skip = False
-                self.tracker.sampled_step(sample, self.info, self._steps.step_lr, _eps(self.optimizer), skip_reason,
-                                          inputs)
 
     def _flush_inputs(self) -> None:
         if self._inputs is not None:
