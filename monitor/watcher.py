@@ -27,13 +27,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .badbatch import BatchSaver, check_save_bad_batch
-from .capture import OutputProbe, entry_modules
-from .config import DEFAULT_PORT, DefaultPort, check_option_names, check_watch, default_run
-from .distributed import default_port, detect, record_path
+from .attach import attach, removals
+from .badbatch import check_save_bad_batch
+from .config import DEFAULT_PORT, check_option_names, check_watch, default_run
+from .distributed import detect, record_path
 from .errors import ConfigError
 from .findings import Finding
-from .guard.hooks import GuardHooks
 from .guarded import ErrorGuard, guarded_method
 from .history import History, RunInfo
 from .inputs import InputProbe
@@ -43,7 +42,7 @@ from .preflight import describe, lint, log_critical, typical_abs
 from .sampled_steps import SampledSteps
 from .sampler import StepSampler
 from .scale_reads import ScaleReads
-from .scaling import CustomScaleTap, GradScalerTap, scaler_kind
+from .scaling import scaler_kind
 from .snapshot import Counters, Snapshot
 from .stepbook import StepBook
 from .tracker import Tracker
@@ -82,7 +81,7 @@ class Watcher:
         self._closed = False
         errors = ErrorGuard(self.counters)  # used by the integrations, GuardHooks, the tracker and the probes too
         self._run_guarded, self._guard, self._error = errors.run, errors.wrap, errors.error
-        self._scales = ScaleReads(self.counters)  # its taps are set by _attach()
+        self._scales = ScaleReads(self.counters)  # its taps are set by attach()
         self._steps = StepBook(self, self._scales)
         self._samples = SampledSteps(self)
         self._autocast: str | None = None
@@ -109,41 +108,12 @@ class Watcher:
         self._inputs: InputProbe | None = None
         self.url: str | None = None
         try:
-            self._attach(scaler, loss_scale, on_nonfinite, max_skips, checkpoint, step_pre_hook, port, host,
-                         targets_dir, save_bad_batch)
+            attach(self, scaler, loss_scale, on_nonfinite, max_skips, checkpoint, step_pre_hook, port, host,
+                   targets_dir, save_bad_batch)
         except BaseException:
             self.close()  # whatever was hooked before the failure (a busy port, ...) is removed again
             self.tracker.discard_record()  # nothing was recorded yet: leave no empty file behind
             raise
-
-    def _attach(self, scaler: Any, loss_scale: Callable[[], float] | None, on_nonfinite: str,
-                max_skips: int | None, checkpoint: Callable[[dict[str, Any]], Any] | None, step_pre_hook: bool,
-                port: int | None, host: str, targets_dir: str | os.PathLike[str] | None,
-                save_bad_batch: bool = False) -> None:
-        """Install every hook and start the endpoint (watch()'s arguments are valid by now)."""
-        model, optimizer = self.model, self.optimizer
-        self._scales.tap = (GradScalerTap(scaler, self._guard(self._steps.on_scaler_update), self._error)
-                            if self._kind == "grad_scaler" else None)
-        self._scales.custom = CustomScaleTap(loss_scale) if loss_scale is not None else None
-        self._nonfinite_guard = (None if on_nonfinite == "warn" else
-                                 GuardHooks(self, on_nonfinite, max_skips, checkpoint))
-        # step_pre_hook=False: the caller calls before_optimizer_step() itself (optimizer.step(closure) loops)
-        self._handles = [
-            *([optimizer.register_step_pre_hook(self._pre_step)] if step_pre_hook else []),
-            *(self._nonfinite_guard.register() if self._nonfinite_guard else []),  # after _pre_step, before _post_step
-            optimizer.register_step_post_hook(self._post_step),
-            optimizer.register_load_state_dict_post_hook(self._on_load_state_dict),
-            # torch.compile traces hooks on an OptimizedModule: ours run eagerly, outside the graph
-            *(m.register_forward_pre_hook(torch.compiler.disable(self._pre_forward)) for m in entry_modules(model)),
-        ]
-        self._output = OutputProbe(model, lambda: self.tracker.will_sample(self.counters.step + 1),
-                                   self._backward_end, self._guard)
-        # the entry inputs' NaN/Inf, counted on the device every iteration (a bad batch on any step)
-        self._inputs = InputProbe(model, lambda: self.counters.step + 1,
-                                  lambda: self.tracker.will_sample(self.counters.step + 1), self._guard,
-                                  BatchSaver(str(self.record_path)) if save_bad_batch else None)
-        if port is not None:
-            self._serve(host, port, targets_dir or os.environ.get("SLATMON_TARGETS_DIR"))
 
     # -- public -----------------------------------------------------------------------------
     @guarded_method
@@ -205,21 +175,8 @@ class Watcher:
         self._run_guarded(self._steps.check_scale_drop)  # the last iteration's skip shows only at the next forward
         self._run_guarded(self._flush_inputs)
         self._closed = True
-        handles, self._handles = self._handles, []
-        parts = [h.remove for h in handles]
-        parts += [x.remove for x in (self._nonfinite_guard, self._output, self._inputs, self._scales.tap)
-                  if x is not None]
-        parts += [self.tracker.close, *([self._target.remove] if self._target is not None else []), self._stop_server]
-        for part in parts:
+        for part in removals(self):
             self._run_guarded(part)
-
-    def _stop_server(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            try:
-                server.shutdown()
-            finally:
-                server.server_close()  # the port is given back even when shutdown() failed
 
     def __enter__(self) -> Watcher:
         return self
@@ -295,23 +252,6 @@ class Watcher:
         d = self.dist
         return dataclasses.replace(info, local_rank=d.local_rank, world_size=d.world_size, run_id=d.run_id,
                                    restart_count=d.restart_count, trainer=self._trainer)
-
-    def _serve(self, host: str, port: int, targets_dir: str | os.PathLike[str] | None) -> None:
-        from .export.server import serve
-
-        chosen = not isinstance(port, DefaultPort)  # an explicit port fails when busy; the default falls back
-        tracker = self.tracker
-        self._server, self.url = serve(lambda: tracker.snapshot, lambda: self.counters, self._findings_for_scrape,
-                                       lambda: self.info, host, port if chosen else default_port(self.dist),
-                                       events=tracker.events, fallback=not chosen, export_layers=self._export_layers,
-                                       version=lambda: tracker.version)
-        if targets_dir:  # file-based service discovery: Prometheus finds this run by itself
-            from .ops.targets import register
-
-            self._target = register(targets_dir, host, self._server.server_address[1], self.run, self.rank)
-
-    def _findings_for_scrape(self) -> list[Finding]:
-        return self.tracker.findings(self.info, self.preflight)
 
 
 def watch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any = None,
