@@ -84,12 +84,25 @@ class Watcher:
         self._scales = ScaleReads(self.counters)  # its taps are set by attach()
         self._steps = StepBook(self, self._scales)
         self._samples = SampledSteps(self)
+        self._build(scaler, loss_scale, max_layers, group_depth, update_ratio, trainer)
+        try:
+            attach(self, scaler, loss_scale, on_nonfinite, max_skips, checkpoint, step_pre_hook, port, host,
+                   targets_dir, save_bad_batch)
+        except BaseException:
+            self.close()  # whatever was hooked before the failure (a busy port, ...) is removed again
+            self.tracker.discard_record()  # nothing was recorded yet: leave no empty file behind
+            raise
+
+    def _build(self, scaler: Any, loss_scale: Callable[[], float] | None, max_layers: int,
+               group_depth: int | None, update_ratio: bool, trainer: str) -> None:
+        """Everything before the hooks: the layer map and sampler, the set-up described and linted, the
+        tracker (it may refuse the record path: before anything is hooked), the hooks' places empty."""
         self._autocast: str | None = None
-        self._device_type = next((p.device.type for p in model.parameters()), "cpu")
+        self._device_type = next((p.device.type for p in self.model.parameters()), "cpu")
         self._layer_options = (max_layers, group_depth, update_ratio)
-        self.layers = LayerMap.build(model, max_layers, group_depth)
-        self._sampler = StepSampler(self.layers, optimizer, update_ratio)
-        self._params = ParamWatch(model, optimizer)  # parameters swapped or added later: checked when sampling
+        self.layers = LayerMap.build(self.model, max_layers, group_depth)
+        self._sampler = StepSampler(self.layers, self.optimizer, update_ratio)
+        self._params = ParamWatch(self.model, self.optimizer)  # parameters swapped or added later: checked on samples
         self._kind = scaler_kind(scaler, loss_scale)
         self._typical: dict[str, float] = {}  # measured once: the weights' resolution the lr is linted against
         self._run_guarded(lambda: self._typical.update(typical_abs(self.layers)))
@@ -99,21 +112,13 @@ class Watcher:
         self.info: RunInfo = self._describe()
         self.preflight = lint(self.info)
         log_critical(self.preflight)  # "before the first step": said once, when watching starts
-        # may refuse the record path: before anything is hooked
-        self.tracker = Tracker(run=self.run, rank=self.rank, every=every, counters=self.counters, model=model,
-                               record=self.record_path, guard=self._guard)
+        self.tracker = Tracker(run=self.run, rank=self.rank, every=self.every, counters=self.counters,
+                               model=self.model, record=self.record_path, guard=self._guard)
         self.tracker.start_run(self.info, self.preflight)
         self._handles: list[Any] = []
         self._nonfinite_guard = self._output = self._server = self._target = None
         self._inputs: InputProbe | None = None
         self.url: str | None = None
-        try:
-            attach(self, scaler, loss_scale, on_nonfinite, max_skips, checkpoint, step_pre_hook, port, host,
-                   targets_dir, save_bad_batch)
-        except BaseException:
-            self.close()  # whatever was hooked before the failure (a busy port, ...) is removed again
-            self.tracker.discard_record()  # nothing was recorded yet: leave no empty file behind
-            raise
 
     # -- public -----------------------------------------------------------------------------
     @guarded_method
@@ -193,6 +198,10 @@ class Watcher:
     def _finish_guarded(self) -> None:
         self._samples.finish()
 
+    def _flush_inputs(self) -> None:
+        if self._inputs is not None:
+            self.tracker.add_events(self._inputs.flush())
+
     @guarded_method
     def _pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self._samples.finish()  # a deferred (master-copy) sample whose forward never came
@@ -236,15 +245,12 @@ class Watcher:
     def _on_load_state_dict(self, optimizer: torch.optim.Optimizer) -> None:
         self._redescribe()
 
+    # -- the set-up -----------------------------------------------------------------------------
     def _redescribe(self) -> None:
         """The set-up changed (optimizer state loaded, autocast seen): describe and lint it again."""
         self.info = self._describe()
         self.preflight = lint(self.info)
         self.tracker.start_run(self.info, self.preflight)
-
-    def _flush_inputs(self) -> None:
-        if self._inputs is not None:
-            self.tracker.add_events(self._inputs.flush())
 
     def _describe(self) -> RunInfo:
         info = describe(self.model, self.optimizer, self.layers, scaler_kind=self._kind, run=self.run,
