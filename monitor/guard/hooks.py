@@ -17,7 +17,7 @@ from torch.utils.hooks import RemovableHandle
 from ..errors import GuardStop
 from .policy import Guard
 
-# The Watcher these hooks serve (typed Any: watcher.py imports this module, and the package keeps its
+# The Watcher these hooks serve (typed Any: attach.py imports this module, and the package keeps its
 # imports acyclic, type-only ones included). It provides model, optimizer, info, counters, tracker,
 # findings(), _sampler, _guard_skipped() and _error().
 Watcher = Any

@@ -22,7 +22,7 @@ from torch import nn
 
 import monitor
 import monitor.capture
-import monitor.watcher
+import monitor.stepbook
 from monitor.capture import OutputProbe
 from monitor.export import server as export_server
 from monitor.guard.policy import Guard
@@ -60,7 +60,7 @@ FAULTS = {
     "end-of-backward callback": (StepSampler, "capture", boom, {}, {}),
     "end-of-backward re-queue": (OutputProbe, "_queue_end", boom, {}, {}),
     "output forward hook": (monitor.capture, "count_nonfinite", boom, {}, {}),
-    "entry forward pre-hook": (monitor.watcher, "_lrs", boom, {}, {}),
+    "entry forward pre-hook": (monitor.stepbook, "_lrs", boom, {}, {}),
     "GradScaler update wrapper": (GradScalerTap, "_take", boom, {}, {"scaler": True}),
     "guard pre-hook": (Guard, "before_step", boom, {"on_nonfinite": "skip"}, {}),
     "guard post-hook": (Guard, "after_step", boom, {"on_nonfinite": "skip"}, {}),
