@@ -17,22 +17,12 @@ from typing import Any
 
 import torch
 
-from .errors import ConfigError
 from .history import Event
 
-__all__ = ["MAX_SAVED", "BatchSaver", "check_save_bad_batch"]
+__all__ = ["MAX_SAVED", "BatchSaver"]
 
 MAX_SAVED = {"nonfinite_input": 3, "nonfinite_forward": 1}  # files per run, per reason
 MAX_DEPTH = 6
-
-
-def check_save_bad_batch(save_bad_batch: Any, record: Any) -> None:
-    """ConfigError naming the option unless it is a bool, and True only together with record=."""
-    if not isinstance(save_bad_batch, bool):
-        raise ConfigError(f"watch(): save_bad_batch must be True or False, got {save_bad_batch!r}")
-    if save_bad_batch and record is None:
-        raise ConfigError("watch(): save_bad_batch=True needs record= (the batch is saved next to the run "
-                          "record as <record>.batch-step<N>.pt)")
 
 
 def _cpu(value: Any, depth: int = 0) -> tuple[Any, bool]:

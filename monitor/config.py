@@ -18,6 +18,7 @@ from .errors import ConfigError
 from .record.files import check_argument
 
 __all__ = ["DEFAULT_PORT", "GUARD_MODES", "DefaultPort", "check_args", "check_guard", "check_option_names",
+           "check_save_bad_batch",
            "check_options", "check_watch", "default_run"]
 
 GUARD_MODES = ("warn", "skip", "stop")
@@ -119,6 +120,18 @@ def check_watch(model: Any, optimizer: Any, o: Mapping[str, Any]) -> None:
     if not o["step_pre_hook"] and o["on_nonfinite"] != "warn":  # the guard acts in the optimizer's own pre-hook
         raise ConfigError(f"watch(): on_nonfinite={o['on_nonfinite']!r} needs the optimizer's step pre-hook; "
                           "use on_nonfinite='warn' with step_pre_hook=False")
+    check_save_bad_batch(o["save_bad_batch"], o["record"])
+    if not isinstance(o["trainer"], str):
+        raise _fail("trainer", "a string (set by integrations, e.g. 'trellis')", o["trainer"])
+
+
+def check_save_bad_batch(save_bad_batch: Any, record: Any) -> None:
+    """ConfigError naming the option unless it is a bool, and True only together with record=."""
+    if not isinstance(save_bad_batch, bool):
+        raise ConfigError(f"watch(): save_bad_batch must be True or False, got {save_bad_batch!r}")
+    if save_bad_batch and record is None:
+        raise ConfigError("watch(): save_bad_batch=True needs record= (the batch is saved next to the run "
+                          "record as <record>.batch-step<N>.pt)")
 
 
 def check_option_names(options: Mapping[str, Any], valid: Iterable[str], where: str = "watch()") -> None:

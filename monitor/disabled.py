@@ -16,7 +16,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from .badbatch import check_save_bad_batch
 from .config import DEFAULT_PORT, check_watch, default_run
 from .distributed import detect
 from .findings import Finding
@@ -46,8 +45,7 @@ class DisabledWatcher:
             scaler=scaler, loss_scale=loss_scale, every=every, run=run, rank=rank, port=port, host=host,
             record=record, max_layers=max_layers, group_depth=group_depth, update_ratio=update_ratio,
             targets_dir=targets_dir, export_layers=export_layers, on_nonfinite=on_nonfinite, max_skips=max_skips,
-            checkpoint=checkpoint, step_pre_hook=step_pre_hook))
-        check_save_bad_batch(save_bad_batch, record)
+            checkpoint=checkpoint, step_pre_hook=step_pre_hook, save_bad_batch=save_bad_batch, trainer=trainer))
         self.model, self.optimizer, self.every = model, optimizer, every
         self.dist = detect(rank)
         self.run = default_run(run, run_id=self.dist.run_id, world_size=self.dist.world_size)

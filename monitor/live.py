@@ -18,10 +18,8 @@ import torch
 from torch import nn
 
 from .attach import attach, removals
-from .badbatch import check_save_bad_batch
 from .config import DEFAULT_PORT, check_watch, default_run
 from .distributed import detect, record_path
-from .errors import ConfigError
 from .findings import Finding
 from .guarded import ErrorGuard, guarded_method
 from .history import History, RunInfo
@@ -56,11 +54,7 @@ class Watcher:
             scaler=scaler, loss_scale=loss_scale, every=every, run=run, rank=rank, port=port, host=host,
             record=record, max_layers=max_layers, group_depth=group_depth, update_ratio=update_ratio,
             targets_dir=targets_dir, export_layers=export_layers, on_nonfinite=on_nonfinite, max_skips=max_skips,
-            checkpoint=checkpoint, step_pre_hook=step_pre_hook))
-        check_save_bad_batch(save_bad_batch, record)
-        if not isinstance(trainer, str):
-            raise ConfigError(f"watch(): trainer must be a string (set by integrations, e.g. 'trellis'), got "
-                              f"{type(trainer).__name__}")
+            checkpoint=checkpoint, step_pre_hook=step_pre_hook, save_bad_batch=save_bad_batch, trainer=trainer))
         self._export_layers = export_layers
         self.model, self.optimizer, self.every = model, optimizer, every
         self.dist = detect(rank)  # rank, local rank, world size, torchrun run id (no collective)

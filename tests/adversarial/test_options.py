@@ -60,6 +60,9 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     ({"scaler": None, "loss_scale": lambda: "abc"}, "loss_scale", "as a number"),
     ({"scaler": None, "loss_scale": _raising_scale}, "loss_scale", "trainer.log_scale is not set yet"),
     ({"scaler": None, "loss_scale": lambda: 0.0}, "loss_scale", "positive"),
+    ({"save_bad_batch": "yes"}, "save_bad_batch", "True or False"),
+    ({"record": None, "save_bad_batch": True}, "save_bad_batch", "needs record="),
+    ({"trainer": 5}, "trainer", "a string"),
     ({"max_layer": 3}, "max_layer", "did you mean max_layers?"),
     ({"bogus": 1}, "bogus", "Valid options: scaler, loss_scale, every"),
 ]
