@@ -21,7 +21,7 @@ import torch
 
 from monitor.dashboard.access import allowed_hosts, host_problem, inside
 from tests.dashboard.browser import CHROMIUM, CHROMIUM_ARGS, triage_server
-from tests.dashboard.conftest import APP, ENV_VARS
+from tests.dashboard.conftest import page_runner
 from tests.dashboard.runs import plain
 
 from .hostile_inputs import DETAIL, LAYERS, QUERY_RUN, REPLY, RUN, XSS, HostilePrometheus, hostile_record
@@ -140,22 +140,7 @@ def test_foreign_host_header_is_refused_by_the_server(served) -> None:
 @pytest.fixture
 def app_page(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
     """`app_page(query=, env=)` -> the AppTest of the page after its first run, SLATMON_* cleared first."""
-    from streamlit.testing.v1 import AppTest
-
-    for name in ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
-
-    def run(query: dict[str, str] | None = None, env: dict[str, str] | None = None) -> Any:
-        for name, value in (env or {}).items():
-            monkeypatch.setenv(name, value)
-        at = AppTest.from_file(str(APP), default_timeout=60)
-        for key, value in (query or {}).items():
-            at.query_params[key] = value
-        at.run()
-        assert not at.exception, [e.value for e in at.exception]
-        return at
-
-    return run
+    return page_runner(monkeypatch)  # no records folder: the tests give SLATMON_RECORDS_DIR where they need one
 
 
 @pytest.fixture

@@ -34,11 +34,18 @@ def app_page(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathF
     SLATMON_* source variables are cleared first, so only `env` applies; the records folder is pytest's
     base temporary folder (every test's tmp_path and the session's records are under it) unless `env`
     sets SLATMON_RECORDS_DIR."""
+    return page_runner(monkeypatch, records_dir=str(tmp_path_factory.getbasetemp()))
+
+
+def page_runner(monkeypatch: pytest.MonkeyPatch, records_dir: str | None = None) -> Callable[..., object]:
+    """The factory behind `app_page`: SLATMON_* source variables cleared, SLATMON_RECORDS_DIR set when
+    `records_dir` is given; each call sets `env`, fills the query and runs the page once (no exception)."""
     from streamlit.testing.v1 import AppTest
 
     for name in ENV_VARS:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("SLATMON_RECORDS_DIR", str(tmp_path_factory.getbasetemp()))
+    if records_dir is not None:
+        monkeypatch.setenv("SLATMON_RECORDS_DIR", records_dir)
 
     def run(query: dict[str, str] | None = None, env: dict[str, str] | None = None) -> AppTest:
         for name, value in (env or {}).items():
