@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,6 +30,17 @@ class Fp16Blocks(nn.Module):
 def batch(seed: int = 0, n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, 16, generator=g), torch.randn(n, 1, generator=g)
+
+
+def backward_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: Any = None) -> None:
+    """Backward and update: through `scaler` (a GradScaler) when given, else plain."""
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    else:
+        loss.backward()
+        opt.step()
 
 
 def watched_step(model: nn.Module, opt: torch.optim.Optimizer, w: monitor.Watcher, step: int) -> None:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import monitor
-from tests.models import Fp16Blocks, batch
+from tests.models import Fp16Blocks, backward_step, batch
 
 STEPS = 4
 NAN_STEP = 2  # `nan_at`: the batch of this step holds a NaN (arms localisation for the next iteration)
@@ -30,13 +30,7 @@ def train(model: nn.Module, opt: torch.optim.Optimizer, steps: int = STEPS, *, s
         loss = nn.functional.mse_loss(model(x), y)
         if watcher is not None:
             watcher.observe_loss(loss)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            opt.step()
+        backward_step(loss, opt, scaler)
         losses.append(float(loss.detach()))
         if between is not None:
             between(model, opt, step)

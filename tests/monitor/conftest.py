@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import monitor
-from tests.models import Fp16Blocks, batch
+from tests.models import Fp16Blocks, backward_step, batch
 
 __all__ = ["Fp16Blocks", "batch", "train_steps"]
 
@@ -21,13 +21,7 @@ def train_steps(model: nn.Module, opt: torch.optim.Optimizer, steps: int, watche
         loss = nn.functional.mse_loss(model(x), y) * loss_mul
         if watcher is not None:
             watcher.observe_loss(loss)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            opt.step()
+        backward_step(loss, opt, scaler)
         losses.append(float(loss.detach()))
     return losses
 
