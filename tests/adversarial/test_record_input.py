@@ -186,6 +186,7 @@ def test_reading_a_live_record_keeps_its_wal(tmp_path):
 
     def between(step: int, w: monitor.Watcher) -> None:
         seen.append(len(read_record(path).steps))
+        assert w.tracker._writer.flush()  # the writer idle until the next step: only the reader could touch files
         stamp = {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.iterdir()}
         read_record(path)
         assert {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.iterdir()} == stamp
