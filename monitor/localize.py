@@ -25,7 +25,7 @@ from .history import Event
 from .layers import module_path
 from .values import absmax, data_slots, dense, input_slots, nonfinite_counts, output_tensors
 
-__all__ = ["OUTPUT", "Localizer", "output_tensors"]
+__all__ = ["OUTPUT", "Localizer"]
 
 OUTPUT = "[output]"  # pseudo-layer for the model's own output (the root module's forward output)
 MAX_INPUT_EVENTS = 16
